@@ -1,0 +1,309 @@
+"""One preprocessed sequence as the data loaders see it: lazy frames, per-frame labels.
+
+Event frames stay in their HDF5 file and are read on demand, one slice per sample; the
+labels (small) are loaded, validated and converted to representation pixels once. Labels
+may come from another place than the sequence folder (``labels_override``): self-training
+rounds write pseudo labels for every frame next to, not into, the preprocessed data, so
+event data is never copied. Which label frames may supervise training is a separate
+``kept`` set (the subsample split); the others are still label frames (for evaluation and
+streaming ranges) but carry no boxes into training batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
+import numpy as np
+
+from leod.data.layout import Manifest, SequencePaths
+from leod.errors import DataFormatError, MissingInputError
+from leod.labels.boxes import clip_to_frame, to_internal, validate_boxes
+
+#: LEOD marks boxes that must be neither learned nor treated as background with this class.
+IGNORE_CLASS_ID = 1024
+
+#: Open HDF5 handles kept per process; bounded so that thousands of sequences never
+#: exhaust file descriptors, large enough for every batch slot to keep its file open.
+_MAX_OPEN_FILES = 64
+
+
+@dataclass(frozen=True)
+class LabelFiles:
+    """Where one sequence's labels come from: the sequence's own files or an override."""
+
+    labels: Path  # labels.npz: 'labels' (boxes) and 'objframe_idx_2_label_idx' (start offsets)
+    objframe_to_repr: Path  # objframe_idx_2_repr_idx.npy: label frame -> repr index
+    #: label frame times (us); None: the end times of their repr frames (pseudo labels)
+    timestamps: Path | None = None
+
+    @classmethod
+    def of(cls, paths: SequencePaths) -> LabelFiles:
+        """The ground-truth label files of a preprocessed sequence."""
+        return cls(paths.labels, paths.objframe_to_repr, paths.label_timestamps)
+
+
+class _H5Cache:
+    """Per-process LRU of read-only HDF5 handles.
+
+    A handle must not cross a fork (DataLoader workers), so the cache is emptied when the
+    process id changes; handles are opened lazily on the first read of a file.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._pid = os.getpid()
+        self._files: OrderedDict[Path, h5py.File] = OrderedDict()
+
+    def dataset(self, path: Path) -> h5py.Dataset:
+        if self._pid != os.getpid():
+            self._files = OrderedDict()  # the parent's handles stay with the parent
+            self._pid = os.getpid()
+        handle = self._files.get(path)
+        if handle is None:
+            try:
+                handle = h5py.File(path, "r")
+            except OSError as exc:
+                raise DataFormatError(f"{path}: cannot open event representations ({exc})") from exc
+            self._files[path] = handle
+            if len(self._files) > self._capacity:
+                _, oldest = self._files.popitem(last=False)
+                oldest.close()
+        else:
+            self._files.move_to_end(path)
+        return handle["data"]
+
+
+_H5 = _H5Cache(_MAX_OPEN_FILES)
+
+
+def _load_npy(path: Path, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise MissingInputError(f"{path}: {what} not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFormatError(f"{path}: not a readable .npy file ({exc})") from exc
+
+
+def _int_vector(array: np.ndarray, source: str, length: int | None = None) -> np.ndarray:
+    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise DataFormatError(f"{source}: expected a 1-D integer array, got {array.dtype} {array.shape}")
+    if length is not None and len(array) != length:
+        raise DataFormatError(f"{source}: has {len(array)} entries, expected {length}")
+    return array.astype(np.int64)
+
+
+def _load_labels(
+    files: LabelFiles, repr_times: np.ndarray, scale: float, hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (repr pixels, clipped), their frame start offsets, repr index and time per frame."""
+    frame_repr = _int_vector(
+        _load_npy(files.objframe_to_repr, "label frame -> repr index map"), str(files.objframe_to_repr)
+    )
+    n_label_frames, num_frames = len(frame_repr), len(repr_times)
+    if n_label_frames and (
+        frame_repr[0] < 0 or frame_repr[-1] >= num_frames or np.any(np.diff(frame_repr) <= 0)
+    ):
+        raise DataFormatError(
+            f"{files.objframe_to_repr}: repr indices must increase strictly within [0, {num_frames})"
+        )
+    if files.timestamps is None:
+        frame_times = repr_times[frame_repr]
+    else:
+        frame_times = _int_vector(
+            _load_npy(files.timestamps, "label timestamps"), str(files.timestamps), n_label_frames
+        )
+    if not files.labels.is_file():
+        raise MissingInputError(f"{files.labels}: labels not found")
+    try:
+        with np.load(files.labels, allow_pickle=False) as npz:
+            missing = {"labels", "objframe_idx_2_label_idx"} - set(npz.files)
+            if missing:
+                raise DataFormatError(f"{files.labels}: lacks key(s) {sorted(missing)}")
+            raw, starts = npz["labels"], npz["objframe_idx_2_label_idx"]
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFormatError(f"{files.labels}: not a readable .npz file ({exc})") from exc
+    source = f"{files.labels}:objframe_idx_2_label_idx"
+    starts = _int_vector(starts, source, n_label_frames)
+    if n_label_frames and (starts[0] != 0 or np.any(np.diff(starts) < 0) or starts[-1] > len(raw)):
+        raise DataFormatError(f"{source}: start offsets must begin at 0 and not decrease up to {len(raw)}")
+    boxes = to_internal(raw, str(files.labels))
+    validate_boxes(boxes, str(files.labels))
+    boxes["ignore"] |= boxes["class_id"] == IGNORE_CLASS_ID
+    for key in ("x", "y", "w", "h"):
+        boxes[key] *= scale
+    boxes = clip_to_frame(boxes, *hw)
+    if n_label_frames == 0:
+        return boxes[:0], starts, frame_repr, frame_times
+    # Boxes cropped away entirely are dropped; offsets follow the surviving boxes.
+    frame_of_box = np.repeat(np.arange(n_label_frames), np.diff(np.append(starts, len(boxes))))
+    alive = (boxes["w"] > 0) & (boxes["h"] > 0)
+    new_starts = np.searchsorted(frame_of_box[alive], np.arange(n_label_frames))
+    return boxes[alive], new_starts.astype(np.int64), frame_repr, frame_times
+
+
+class SequenceData:
+    """One preprocessed sequence: lazy frames, labels in representation pixels, supervision mask.
+
+    ``labels_override`` replaces the sequence's own label files (pseudo labels of a
+    self-training round); ``kept`` lists the label-frame indices (of the label files in
+    use) that supervise training, None meaning all of them.
+    """
+
+    def __init__(
+        self,
+        paths: SequencePaths,
+        labels_override: LabelFiles | None = None,
+        kept: Iterable[int] | None = None,
+    ) -> None:
+        self.paths = paths
+        self.name = paths.name
+        self.label_files = labels_override or LabelFiles.of(paths)
+        self.timestamps_us = _int_vector(
+            _load_npy(paths.repr_timestamps, "representation timestamps"), str(paths.repr_timestamps)
+        )
+        self.frame_shape = self._read_shape()
+        scale = 0.5 if paths.downsample else 1.0
+        self._boxes, self._starts, self.label_repr, self.label_times_us = _load_labels(
+            self.label_files, self.timestamps_us, scale, self.frame_shape[1:]
+        )
+        self.repr_label_frame = np.full(self.num_frames, -1, np.int64)  # label frame at a repr frame
+        self.repr_label_frame[self.label_repr] = np.arange(len(self.label_repr))
+        self.repr_label_time_us = np.full(self.num_frames, -1, np.int64)  # its time, -1 if none
+        self.repr_label_time_us[self.label_repr] = self.label_times_us
+        self.supervised = np.zeros(self.num_frames, bool)
+        kept_frames = np.arange(len(self.label_repr)) if kept is None else np.fromiter(kept, np.int64)
+        bad = (kept_frames < 0) | (kept_frames >= len(self.label_repr))
+        if bad.any():
+            raise DataFormatError(
+                f"{self.label_files.labels}: kept label frame {int(kept_frames[bad][0])} of sequence "
+                f"'{self.name}' is out of range [0, {len(self.label_repr)})"
+            )
+        self.supervised[self.label_repr[kept_frames]] = True
+
+    def _read_shape(self) -> tuple[int, int, int]:
+        path = self.paths.representations
+        if not path.is_file():
+            raise MissingInputError(f"{path}: event representations not found")
+        try:
+            with h5py.File(path, "r") as h5:
+                data = h5["data"]
+                shape, dtype = data.shape, data.dtype
+        except (OSError, KeyError) as exc:
+            raise DataFormatError(f"{path}: no readable dataset 'data' ({exc})") from exc
+        channels = 2 * self.paths.nbins
+        if len(shape) != 4 or shape[1] != channels or dtype != np.uint8:
+            raise DataFormatError(f"{path}: 'data' is {dtype} {shape}, expected uint8 (T, {channels}, H, W)")
+        if shape[0] != len(self.timestamps_us):
+            raise DataFormatError(
+                f"{path}: holds {shape[0]} frames but {self.paths.repr_timestamps} "
+                f"has {len(self.timestamps_us)} timestamps"
+            )
+        return int(shape[1]), int(shape[2]), int(shape[3])
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.timestamps_us)
+
+    @property
+    def kept_repr(self) -> np.ndarray:
+        """Repr indices of the frames that supervise training, ascending."""
+        return np.flatnonzero(self.supervised)
+
+    def boxes(self, repr_idx: int) -> np.ndarray:
+        """The label boxes (BOX_DTYPE, repr pixels) at one repr frame; empty if none there."""
+        frame = self.repr_label_frame[repr_idx]
+        if frame < 0:
+            return self._boxes[:0]
+        stop = self._starts[frame + 1] if frame + 1 < len(self._starts) else len(self._boxes)
+        return self._boxes[self._starts[frame] : stop]
+
+    def read_frames(self, start: int, stop: int) -> np.ndarray:
+        """Frames ``[start, stop)`` as uint8 (n, C, H, W), read in one HDF5 slice."""
+        if not 0 <= start < stop <= self.num_frames:
+            raise IndexError(f"{self.name}: frame range [{start}, {stop}) outside [0, {self.num_frames})")
+        try:
+            return _H5.dataset(self.paths.representations)[start:stop]
+        except OSError as exc:
+            raise DataFormatError(
+                f"{self.paths.representations}: cannot read frames [{start}, {stop}) ({exc})"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class Split:
+    """A subsample split: which label frames of which training sequences are kept."""
+
+    mode: str
+    sequences: dict[str, tuple[int, ...]]
+
+
+def load_split(path: str | os.PathLike[str]) -> Split:
+    """Read the JSON split written by the subsample stage (``{"mode", "sequences"}``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"{path}: split file not found; run `dvc repro subsample` first")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("mode"), str)
+        or not isinstance(data.get("sequences"), dict)
+    ):
+        raise DataFormatError(f"{path}: expected an object with 'mode' (string) and 'sequences' (object)")
+    sequences: dict[str, tuple[int, ...]] = {}
+    for name, frames in data["sequences"].items():
+        if not isinstance(frames, list) or not all(
+            isinstance(f, int) and not isinstance(f, bool) for f in frames
+        ):
+            raise DataFormatError(f"{path}: sequences.{name} must be a list of label-frame indices")
+        sequences[name] = tuple(frames)
+    return Split(data["mode"], sequences)
+
+
+def open_sequences(
+    root: str | os.PathLike[str],
+    manifest: Manifest,
+    split: str,
+    kept: Mapping[str, Iterable[int]] | None = None,
+    labels_override: Mapping[str, LabelFiles] | None = None,
+) -> list[SequenceData]:
+    """Open the sequences of one split of a preprocessed dataset, in manifest order.
+
+    With ``kept`` (a :class:`Split`'s ``sequences``) only the listed sequences are opened
+    and only their listed label frames supervise; without it every sequence and every
+    label frame is used (evaluation, pseudo labelling). ``labels_override`` maps sequence
+    names to replacement label files; sequences it does not name keep their own labels.
+    """
+    names = manifest.splits.get(split, [])
+    if kept is not None:
+        unknown = sorted(set(kept) - set(names))
+        if unknown:
+            raise DataFormatError(
+                f"split lists sequence '{unknown[0]}' that the '{split}' split does not hold"
+            )
+        names = [n for n in names if n in kept]
+    override = labels_override or {}
+    out = []
+    for name in names:
+        seq = SequenceData(
+            manifest.sequence(Path(root), split, name),
+            labels_override=override.get(name),
+            kept=None if kept is None else kept[name],
+        )
+        if seq.frame_shape[1:] != (manifest.height, manifest.width):
+            raise DataFormatError(
+                f"{seq.paths.representations}: frames are {seq.frame_shape[1:]} but the manifest says "
+                f"{(manifest.height, manifest.width)}"
+            )
+        out.append(seq)
+    return out

@@ -1,0 +1,1 @@
+"""Readers and writers of event-camera recordings, one module per file format."""

@@ -1,0 +1,120 @@
+"""The RVT recurrent backbone: 4 x (strided conv + LayerNorm, MaxViT blocks, ConvLSTM).
+
+Stage 1 is an overlapping 7x7 stride-4 patch embedding; stages 2-4 downsample by 2 with a
+3x3 conv. Each stage's LSTM output ``h`` is both its feature map and the next stage's
+input, so temporal memory is available at every scale. Features stay channels-last
+internally; the NCHW tensors handed to the FPN are permuted views of them (channels_last
+memory format), which the convolutions downstream consume without a copy.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from leod.model.config import STAGE_STRIDES, ModelConfig
+from leod.model.convlstm import ConvLSTMCell, LstmState, LstmStates
+from leod.model.maxvit import MaxViTBlock
+
+
+class ConvDownsample(nn.Module):
+    """Overlapping strided conv (kernel 2*factor - 1, no bias) then LayerNorm, NCHW -> NHWC."""
+
+    def __init__(self, dim_in: int, dim_out: int, factor: int) -> None:
+        super().__init__()
+        kernel = 2 * (factor - 1) + 1
+        self.conv = nn.Conv2d(dim_in, dim_out, kernel, stride=factor, padding=kernel // 2, bias=False)
+        self.norm = nn.LayerNorm(dim_out, eps=1e-5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+class RecurrentStage(nn.Module):
+    """Downsample, ``num_blocks`` MaxViT pairs, then the stage's ConvLSTM."""
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim: int,
+        factor: int,
+        num_blocks: int,
+        dim_head: int,
+        mlp_ratio: int,
+        layer_scale_init: float,
+        dws_conv: bool,
+    ) -> None:
+        super().__init__()
+        self.downsample = ConvDownsample(dim_in, dim, factor)
+        self.blocks = nn.ModuleList(
+            MaxViTBlock(dim, dim_head, mlp_ratio, layer_scale_init, skip_first_norm=i == 0)
+            for i in range(num_blocks)
+        )
+        self.lstm = ConvLSTMCell(dim, dws_conv=dws_conv)
+
+    def forward(
+        self, x: Tensor, state: LstmState | None, partition: tuple[int, int]
+    ) -> tuple[Tensor, LstmState]:
+        """``x (B, C_in, H, W)`` -> features ``(B, C, H/f, W/f)`` (channels_last view) and state."""
+        y = self.downsample(x)
+        for block in self.blocks:
+            y = block(y, partition)
+        h, c = self.lstm(y, state)
+        return h.permute(0, 3, 1, 2), (h, c)
+
+
+class RecurrentBackbone(nn.Module):
+    """Four recurrent stages; returns the stride 8/16/32 features and the new LSTM states."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.partition_split = cfg.partition_split
+        dims_in = (cfg.in_channels, *cfg.stage_dims[:-1])
+        factors = (STAGE_STRIDES[0],) + tuple(b // a for a, b in zip(STAGE_STRIDES, STAGE_STRIDES[1:]))
+        self.stages = nn.ModuleList(
+            RecurrentStage(
+                dim_in,
+                dim,
+                factor,
+                blocks,
+                cfg.head_dim_resolved,
+                cfg.mlp_ratio,
+                cfg.layer_scale_init,
+                cfg.dws_conv,
+            )
+            for dim_in, dim, factor, blocks in zip(dims_in, cfg.stage_dims, factors, cfg.num_blocks)
+        )
+        self.out_stages = (1, 2, 3)
+
+    def partition_size(self, height: int, width: int) -> tuple[int, int]:
+        """RVT's window = grid size: padded input size / (32 * partition_split)."""
+        unit = STAGE_STRIDES[-1] * self.partition_split
+        if height % unit or width % unit:
+            raise ValueError(f"padded input {height}x{width} is not a multiple of {unit}")
+        return height // unit, width // unit
+
+    def forward(self, x: Tensor, states: LstmStates | None) -> tuple[list[Tensor], LstmStates]:
+        """``x (B, C, H, W)``, already padded to a multiple of 32 * partition_split."""
+        if states is not None and len(states) != len(self.stages):
+            raise ValueError(f"expected {len(self.stages)} LSTM states, got {len(states)}")
+        partition = self.partition_size(x.shape[-2], x.shape[-1])
+        features: list[Tensor] = []
+        new_states: LstmStates = []
+        for i, stage in enumerate(self.stages):
+            x, state = stage(x, None if states is None else states[i], partition)
+            new_states.append(state)
+            if i in self.out_stages:
+                features.append(x)
+        return features, new_states
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad the bottom/right of ``(..., H, W)`` to multiples of ``multiple`` (as RVT).
+
+    Bottom/right padding leaves pixel coordinates unchanged, so boxes need no shift.
+    """
+    pad_h = -x.shape[-2] % multiple
+    pad_w = -x.shape[-1] % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))

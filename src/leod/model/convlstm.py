@@ -1,0 +1,75 @@
+"""The per-stage recurrent memory of RVT ("DWSConvLSTM2d"), and the state container helpers.
+
+RVT's cell mixes ``concat(x, h)`` with a 1x1 conv into forget/input/output gates and the
+cell input. A 1x1 conv is a per-pixel linear map, so on channels-last tensors it is an
+``nn.Linear`` (same parameters, no layout change). The optional depthwise 3x3 conv on
+``h`` (``dws_conv``, off in RVT) adds spatial context to the recurrence.
+
+States are a list with one ``(h, c)`` pair per backbone stage, each ``(B, H_s, W_s, C_s)``
+channels-last; ``None`` means "no history" (zeros). Samples in a batch are independent
+streams, so resetting or detaching works per sample along dim 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+LstmState = tuple[Tensor, Tensor]
+LstmStates = list[LstmState]
+
+
+class ConvLSTMCell(nn.Module):
+    """Convolutional LSTM cell on channels-last feature maps."""
+
+    def __init__(self, dim: int, dws_conv: bool = False) -> None:
+        super().__init__()
+        self.dim = dim
+        self.dws: nn.Module | None = (
+            nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim) if dws_conv else None
+        )
+        self.mix = nn.Linear(2 * dim, 4 * dim)
+
+    def forward(self, x: Tensor, state: LstmState | None) -> LstmState:
+        """``x (B, H, W, C)`` and the previous ``(h, c)`` (or None) -> the new ``(h, c)``."""
+        if state is None:
+            h_prev = torch.zeros_like(x)
+            c_prev = torch.zeros_like(x)
+        else:
+            h_prev, c_prev = state
+            if h_prev.shape != x.shape:
+                raise ValueError(
+                    f"LSTM state of shape {tuple(h_prev.shape)} does not fit features {tuple(x.shape)}; "
+                    "reset the states when the input resolution changes"
+                )
+        if self.dws is not None:
+            h_prev = self.dws(h_prev.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        mix = self.mix(torch.cat([x, h_prev], dim=-1))
+        gates = torch.sigmoid(mix[..., : 3 * self.dim])
+        forget, inp, out = gates.chunk(3, dim=-1)
+        cell_input = torch.tanh(mix[..., 3 * self.dim :])
+        c = forget * c_prev + inp * cell_input
+        h = out * torch.tanh(c)
+        return h, c
+
+
+def reset_states(states: LstmStates | None, is_first: Tensor) -> LstmStates | None:
+    """Zero the memory of samples that start a new sequence (``is_first`` bool ``(B,)``).
+
+    Multiplying by a keep mask (rather than writing in place) keeps the autograd graph of
+    the other samples intact and works for states that are still part of that graph.
+    """
+    if states is None:
+        return None
+    batch = states[0][0].shape[0]
+    if tuple(is_first.shape) != (batch,):
+        raise ValueError(f"is_first has shape {tuple(is_first.shape)}, expected ({batch},) for these states")
+    keep = (~is_first.to(torch.bool)).to(states[0][0].dtype).view(-1, 1, 1, 1)
+    return [(h * keep.to(h.device), c * keep.to(c.device)) for h, c in states]
+
+
+def detach_states(states: LstmStates | None) -> LstmStates | None:
+    """Cut the autograd history (truncated BPTT between training batches)."""
+    if states is None:
+        return None
+    return [(h.detach(), c.detach()) for h, c in states]

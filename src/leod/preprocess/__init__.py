@@ -1,0 +1,1 @@
+"""Raw recordings to RVT's preprocessed layout: event histograms, filtered labels, frame indices."""

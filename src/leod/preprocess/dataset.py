@@ -1,0 +1,151 @@
+"""Preprocess a whole dataset: every recording of every split, in parallel, plus the manifest.
+
+Either converts raw recordings (``format: raw``) or indexes an existing RVT-preprocessed
+download in place (``format: rvt_preprocessed``: nothing is copied, the manifest points
+at it). The output folder is written atomically: a killed run leaves no partial dataset.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Callable
+from functools import reduce
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
+from tqdm import tqdm
+
+from leod.atomic import atomic_path
+from leod.config import Params
+from leod.data.layout import MANIFEST, SPLITS, Manifest, SequencePaths
+from leod.errors import DataFormatError, MissingInputError
+from leod.preprocess.convert import Recording, SequenceSummary, convert_sequence, find_recordings
+from leod.preprocess.labels import BoxFilterStats
+
+
+def _convert_one(args: tuple[Recording, Path, Params]) -> SequenceSummary:
+    rec, root, params = args
+    import numba
+
+    numba.set_num_threads(1)  # parallelism comes from the process pool
+    out = SequencePaths(
+        root / rec.split / rec.name, params.representation.window_ms, params.representation.nbins,
+        params.preset.downsample,
+    )
+    return convert_sequence(rec, out, params.preset, params.representation, params.preprocess)
+
+
+def _manifest(params: Params, splits: dict[str, list[str]], data_root: str | None, hw: tuple[int, int]) -> Manifest:
+    preset, rep = params.preset, params.representation
+    return Manifest(
+        dataset=params.dataset,
+        height=hw[0],
+        width=hw[1],
+        orig_height=preset.height,
+        orig_width=preset.width,
+        downsample=preset.downsample,
+        classes=list(preset.classes),
+        nbins=rep.nbins,
+        window_ms=rep.window_ms,
+        step_ms=rep.step_ms,
+        splits=splits,
+        data_root=data_root,
+    )
+
+
+def convert_dataset(
+    params: Params,
+    raw_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> Manifest:
+    """Convert every raw recording of the selected preset into ``out_dir`` (see module doc)."""
+    preset = params.preset
+    raw = Path(raw_dir)
+    if not raw.is_dir():
+        raise MissingInputError(f"{raw}: raw dataset folder does not exist (dataset: {params.dataset})")
+    recordings = find_recordings(raw, SPLITS)
+    if not recordings:
+        raise DataFormatError(f"{raw}: no recordings (<name>_td.dat|.dat.h5|.h5|.raw + <name>_bbox.npy) found")
+    scale = 2 if preset.downsample else 1
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        jobs = [(rec, tmp, params) for rec in recordings]
+        workers = min(params.preprocess.workers, len(jobs))
+        bar = tqdm(total=len(jobs), desc="preprocess", unit="seq", disable=not progress)
+        summaries: list[SequenceSummary] = []
+        if workers == 1:
+            for job in jobs:
+                summaries.append(_convert_one(job))
+                bar.update()
+        else:
+            with mp.get_context("spawn").Pool(workers) as pool:
+                for summary in pool.imap(_convert_one, jobs):
+                    summaries.append(summary)
+                    bar.update()
+        bar.close()
+        splits = {s: [x.name for x in summaries if x.split == s and x.skipped is None] for s in SPLITS}
+        for x in summaries:
+            if x.skipped:
+                log(f"skipped {x.split}/{x.name}: {x.skipped}")
+        for split, names in splits.items():
+            if not names:
+                raise DataFormatError(f"{raw}/{split}: no usable sequence after preprocessing (empty split)")
+        manifest = _manifest(params, splits, None, (preset.height // scale, preset.width // scale))
+        (tmp / MANIFEST).write_text(manifest.to_json())
+    _log_summary(summaries, log)
+    return manifest
+
+
+def _log_summary(summaries: list[SequenceSummary], log: Callable[[str], None]) -> None:
+    for split in SPLITS:
+        part = [s for s in summaries if s.split == split and s.skipped is None]
+        stats = reduce(lambda a, b: a + b, (s.box_stats for s in part), BoxFilterStats(0, 0, 0, 0, 0))
+        log(
+            f"{split}: {len(part)} sequences, {sum(s.frames for s in part)} frames, "
+            f"{sum(s.label_frames for s in part)} label frames, {sum(s.boxes for s in part)} boxes kept; "
+            f"{sum(s.events for s in part):,} events, {sum(s.clamped_timestamps for s in part)} timestamps "
+            f"clamped; boxes dropped: class {stats.dropped_class}, empty {stats.dropped_empty}, "
+            f"small {stats.dropped_small}, wide {stats.dropped_wide}"
+        )
+
+
+def index_rvt_preprocessed(
+    params: Params,
+    raw_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    log: Callable[[str], None] = print,
+) -> Manifest:
+    """Validate an RVT-preprocessed download and write a manifest that points at it."""
+    root = Path(raw_dir).resolve()
+    if not root.is_dir():
+        raise MissingInputError(f"{root}: preprocessed dataset folder does not exist (dataset: {params.dataset})")
+    rep, preset = params.representation, params.preset
+    splits: dict[str, list[str]] = {}
+    shape: tuple[int, int] | None = None
+    for split in SPLITS:
+        folder = root / split
+        if not folder.is_dir():
+            raise DataFormatError(f"{folder}: split folder missing in the preprocessed dataset")
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        for name in names:
+            seq = SequencePaths(folder / name, rep.window_ms, rep.nbins, preset.downsample)
+            for path in (seq.representations, seq.objframe_to_repr, seq.repr_timestamps, seq.labels):
+                if not path.is_file():
+                    raise DataFormatError(f"{path}: missing (expected RVT preprocessed layout)")
+            with h5py.File(seq.representations, "r") as h5:
+                t, c, h, w = h5["data"].shape
+            if c != 2 * rep.nbins:
+                raise DataFormatError(f"{seq.representations}: {c} channels, params say nbins={rep.nbins}")
+            shape = shape or (h, w)
+        if not names:
+            raise DataFormatError(f"{folder}: no sequences (empty split)")
+        splits[split] = names
+    assert shape is not None
+    manifest = _manifest(params, splits, str(root), shape)
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        (tmp / MANIFEST).write_text(manifest.to_json())
+    log(f"indexed {sum(map(len, splits.values()))} preprocessed sequences in {root} (no conversion)")
+    return manifest

@@ -1,0 +1,40 @@
+"""What every stage script shares: argument parsing, params loading, one-line errors.
+
+A stage script is ``main(argv)`` calling :func:`run`: bad input becomes a single
+``error: ...`` line on stderr and exit status 2 (1 is left to genuine crashes, whose
+traceback is worth seeing), and nothing else of the stage's output is left behind
+because all outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from leod.config import Params, load_params
+from leod.errors import LeodError
+
+EXIT_BAD_INPUT = 2
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every stage takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--no-progress", action="store_true", help="disable progress bars")
+    return p
+
+
+def run(body: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, load and validate params, then run ``body``; returns the exit status."""
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        params = load_params(args.params)
+        body(args, params)
+    except LeodError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0

@@ -1,0 +1,107 @@
+"""Which training labels the detector may see: LEOD's weakly (WSOD) and semi (SSOD) supervised splits.
+
+* WSOD (``ratio``): every sequence keeps every ``round(1/ratio)``-th label frame, counted
+  from the first label frame that has ``history`` representation frames before it (so
+  random-access samples of length L exist for every kept frame), shifted by ``offset``;
+  at least one frame per sequence.
+* SSOD (``train_ratio``): the sorted sequence list is strided to keep
+  ``round(N * train_ratio)`` whole sequences fully labelled; the others keep none.
+* full: everything (the upper bound ``train_full`` trains on).
+
+No randomness is involved, as in LEOD: the split is a pure function of the labels and the
+params. The split file lists every train sequence (with an empty list when unlabelled),
+because self-training rounds label those too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from leod.config import SubsampleConfig
+from leod.data.layout import Manifest
+from leod.errors import DataFormatError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Kept label frames per train sequence, plus totals for the log and the metrics."""
+
+    mode: str
+    sequences: dict[str, list[int]]
+    frames_total: int
+    boxes_total: int
+    boxes_kept: int
+
+    @property
+    def frames_kept(self) -> int:
+        return sum(len(v) for v in self.sequences.values())
+
+    def to_dict(self, cfg: SubsampleConfig, history: int) -> dict:
+        return {
+            "mode": self.mode,
+            "ratio": cfg.ratio,
+            "train_ratio": cfg.train_ratio,
+            "offset": cfg.offset,
+            "history": history,
+            "frames_kept": self.frames_kept,
+            "frames_total": self.frames_total,
+            "boxes_kept": self.boxes_kept,
+            "boxes_total": self.boxes_total,
+            "sequences": self.sequences,
+        }
+
+
+def wsod_frames(repr_idx: np.ndarray, ratio: float, offset: int, history: int) -> list[int]:
+    """Kept label-frame indices of one sequence under WSOD (see module docstring)."""
+    n = len(repr_idx)
+    if n == 0:
+        return []
+    stride = max(1, round(1 / ratio))
+    eligible = np.flatnonzero(repr_idx >= history - 1)
+    first = int(eligible[0]) if len(eligible) else 0
+    kept = list(range(first + offset % stride, n, stride))
+    return kept or [first]
+
+
+def ssod_sequences(names: list[str], train_ratio: float, offset: int) -> list[str]:
+    """The fully labelled sequences under SSOD: an even stride through the sorted names."""
+    names = sorted(names)
+    count = max(1, round(len(names) * train_ratio))
+    stride = max(1, len(names) // count)
+    return names[offset % stride :: stride][:count]
+
+
+def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: int) -> Split:
+    """Compute the split of the train sequences of a preprocessed dataset."""
+    seqs = manifest.sequences(root, "train")
+    if not seqs:
+        raise DataFormatError(f"{root}: the train split has no sequences (empty split)")
+    labelled = set(ssod_sequences([s.name for s in seqs], cfg.train_ratio, cfg.offset)) if cfg.mode == "ssod" else set()
+    kept: dict[str, list[int]] = {}
+    frames_total = boxes_total = boxes_kept = 0
+    for seq in seqs:
+        for path in (seq.objframe_to_repr, seq.labels):
+            if not path.is_file():
+                raise DataFormatError(f"{path}: missing; rerun `dvc repro preprocess`")
+        repr_idx = np.load(seq.objframe_to_repr, allow_pickle=False)
+        with np.load(seq.labels, allow_pickle=False) as npz:
+            starts = npz["objframe_idx_2_label_idx"]
+            n_boxes = len(npz["labels"])
+        counts = np.diff(np.append(starts, n_boxes))
+        if cfg.mode == "wsod":
+            frames = wsod_frames(repr_idx, cfg.ratio, cfg.offset, history)
+        elif cfg.mode == "ssod":
+            frames = list(range(len(repr_idx))) if seq.name in labelled else []
+        else:
+            frames = list(range(len(repr_idx)))
+        kept[seq.name] = frames
+        frames_total += len(repr_idx)
+        boxes_total += int(counts.sum())
+        boxes_kept += int(counts[frames].sum()) if frames else 0
+    split = Split(cfg.mode, kept, frames_total, boxes_total, boxes_kept)
+    if split.frames_kept == 0:
+        raise DataFormatError(f"subsample: no label frame kept with mode={cfg.mode} (empty split)")
+    return split

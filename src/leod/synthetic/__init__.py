@@ -1,0 +1,1 @@
+"""The embedded synthetic event-camera dataset (ESIM-style simulation of moving objects)."""

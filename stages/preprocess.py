@@ -1,0 +1,28 @@
+"""Stage ``preprocess``: raw recordings -> RVT stacked-histogram layout (or index an RVT download)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from leod.config import Params
+from leod.preprocess.dataset import convert_dataset, index_rvt_preprocessed
+from leod.stage import parser, run
+
+
+def body(args: argparse.Namespace, params: Params) -> None:
+    if params.preset.format == "rvt_preprocessed":
+        index_rvt_preprocessed(params, args.raw, args.out)
+    else:
+        convert_dataset(params, args.raw, args.out, progress=not args.no_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--raw", required=True, help="raw dataset folder (data/raw/<dataset>)")
+    p.add_argument("--out", required=True, help="output folder (data/preprocessed)")
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
