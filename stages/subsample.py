@@ -21,7 +21,11 @@ def body(args: argparse.Namespace, params: Params) -> None:
     write_json(args.out, split.to_dict(params.subsample, history))
     write_json(
         args.metrics,
-        {k: v for k, v in split.to_dict(params.subsample, history).items() if k.startswith(("frames", "boxes"))},
+        {
+            k: v
+            for k, v in split.to_dict(params.subsample, history).items()
+            if k.startswith(("frames", "boxes"))
+        },
     )
     print(
         f"subsample ({split.mode}): kept {split.frames_kept}/{split.frames_total} label frames and "

@@ -13,8 +13,13 @@ from leod.synthetic.generate import generate_dataset
 def body(args: argparse.Namespace, params: Params) -> None:
     preset = params.datasets["synthetic"]
     summary = generate_dataset(
-        params.synthetic, args.out, preset.height, preset.width, preset.classes,
-        workers=params.preprocess.workers, progress=not args.no_progress,
+        params.synthetic,
+        args.out,
+        preset.height,
+        preset.width,
+        preset.classes,
+        workers=params.preprocess.workers,
+        progress=not args.no_progress,
     )
     print(f"synthesize: wrote {args.out} ({summary_line(summary)})")
 

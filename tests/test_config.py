@@ -73,9 +73,20 @@ def test_stage_rejects_bad_params_before_work(tmp_path, params_dict, repo_root):
     bad.write_text(yaml.safe_dump(variant(params_dict, "subsample.ratio", -0.5)))
     out = tmp_path / "split.json"
     proc = subprocess.run(
-        [sys.executable, str(repo_root / "stages" / "subsample.py"), "--params", str(bad), "--data",
-         str(tmp_path / "missing"), "--out", str(out), "--metrics", str(tmp_path / "m.json")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(repo_root / "stages" / "subsample.py"),
+            "--params",
+            str(bad),
+            "--data",
+            str(tmp_path / "missing"),
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "subsample.ratio" in proc.stderr and proc.stderr.count("\n") == 1

@@ -24,7 +24,9 @@ def boxes(rows: list[tuple]) -> np.ndarray:
 
 
 def test_crop_and_drop_empty():
-    b = boxes([(0, -10, -5, 30, 20, 0), (0, 195, 10, 20, 20, 1), (0, 250, 10, 20, 20, 0), (0, 10, 10, 0, 5, 0)])
+    b = boxes(
+        [(0, -10, -5, 30, 20, 0), (0, 195, 10, 20, 20, 1), (0, 250, 10, 20, 20, 0), (0, 10, 10, 0, 5, 0)]
+    )
     kept, stats = filter_boxes(b, preset(), train=False)
     # first box cropped to (0, 0, 20, 15); second to width 5; third entirely outside; fourth empty
     assert kept[["x", "y", "w", "h"]].tolist() == [(0, 0, 20, 15), (195, 10, 5, 20)]
@@ -91,4 +93,6 @@ def test_preset_dimensions_are_validated(bad):
     from leod.schema import from_dict
 
     with pytest.raises(ConfigError, match="datasets.x"):
-        from_dict(DatasetPreset, {**dict(format="raw", height=10, width=10, classes=["a"]), **bad}, "datasets.x")
+        from_dict(
+            DatasetPreset, {**dict(format="raw", height=10, width=10, classes=["a"]), **bad}, "datasets.x"
+        )

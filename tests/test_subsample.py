@@ -42,7 +42,9 @@ def make_dataset(root: Path, frames_per_seq: dict[str, int]) -> Manifest:
         rd.mkdir(parents=True)
         save_npy(rd / "objframe_idx_2_repr_idx.npy", np.arange(n, dtype=np.int64) + 1)
         boxes = empty_boxes(2 * n)  # two boxes per frame
-        save_npz(seq / "labels_v2" / "labels.npz", labels=boxes, objframe_idx_2_label_idx=np.arange(0, 2 * n, 2))
+        save_npz(
+            seq / "labels_v2" / "labels.npz", labels=boxes, objframe_idx_2_label_idx=np.arange(0, 2 * n, 2)
+        )
     manifest = Manifest("t", 8, 8, 8, 8, False, ["a"], 2, 50.0, 50.0, {"train": sorted(frames_per_seq)})
     (root / MANIFEST).write_text(manifest.to_json())
     return manifest
@@ -74,9 +76,20 @@ def test_empty_split_and_missing_files(tmp_path):
 
 def test_stage_needs_preprocessed_data(tmp_path, repo_root):
     proc = subprocess.run(
-        [sys.executable, str(repo_root / "stages" / "subsample.py"), "--params", str(repo_root / "params.yaml"),
-         "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "s.json"), "--metrics", str(tmp_path / "m.json")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(repo_root / "stages" / "subsample.py"),
+            "--params",
+            str(repo_root / "params.yaml"),
+            "--data",
+            str(tmp_path / "nothing"),
+            "--out",
+            str(tmp_path / "s.json"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2, proc.stderr
     assert "run `dvc repro preprocess`" in proc.stderr
@@ -86,9 +99,20 @@ def test_stage_needs_preprocessed_data(tmp_path, repo_root):
 def test_stage_writes_split_and_metrics(tmp_path, repo_root):
     make_dataset(tmp_path / "data", {"a": 50, "b": 50})
     proc = subprocess.run(
-        [sys.executable, str(repo_root / "stages" / "subsample.py"), "--params", str(repo_root / "params.yaml"),
-         "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s.json"), "--metrics", str(tmp_path / "m.json")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            str(repo_root / "stages" / "subsample.py"),
+            "--params",
+            str(repo_root / "params.yaml"),
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "s.json"),
+            "--metrics",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "kept" in proc.stdout

@@ -8,6 +8,7 @@ a message that names the bad key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,13 @@ from typing import Any, Literal
 
 import yaml
 
-from leod.errors import ConfigError
 from leod.data.sampling import DataConfig
+from leod.errors import ConfigError
+from leod.model.config import ModelConfig
+from leod.pseudo.config import PseudoConfig, RoundConfig, SelfTrainConfig
 from leod.schema import from_dict, rng
 from leod.synthetic.config import SyntheticConfig
-
+from leod.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,20 @@ class SubsampleConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow: the experiment every stage run is logged under."""
+
+    experiment: str = "leod"
+
+
+#: model keys that follow from the data and must not be set by hand
+DERIVED_MODEL_KEYS = {
+    "num_classes": "the dataset preset's classes",
+    "in_channels": "2 x representation.nbins",
+}
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of params.yaml."""
 
@@ -111,6 +128,12 @@ class Params:
     preprocess: PreprocessConfig
     subsample: SubsampleConfig
     loader: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+    pseudo: PseudoConfig
+    selftrain: SelfTrainConfig
+    rounds: dict[str, RoundConfig]
 
     def check(self, key: str) -> None:
         if self.dataset not in self.datasets:
@@ -118,11 +141,85 @@ class Params:
                 f"params key 'dataset' = {self.dataset!r} names no preset in 'datasets' "
                 f"(have: {', '.join(sorted(self.datasets))})"
             )
+        n = len(self.preset.classes)
+        per_class = [
+            ("pseudo.obj_thresh", self.pseudo.obj_thresh),
+            ("pseudo.cls_thresh", self.pseudo.cls_thresh),
+            ("selftrain.soft_thresh", self.selftrain.soft_thresh),
+        ]
+        for name, rnd in self.rounds.items():
+            if name in ("r0", "full"):
+                raise ConfigError(f"params key 'rounds.{name}': '{name}' is reserved for the baseline runs")
+            if rnd.prev != "r0" and rnd.prev not in self.rounds:
+                raise ConfigError(
+                    f"params key 'rounds.{name}.prev' = {rnd.prev!r} is neither 'r0' nor a round"
+                )
+            if rnd.steps is not None and rnd.steps > self.train.steps:
+                raise ConfigError(
+                    f"params key 'rounds.{name}.steps' = {rnd.steps} exceeds train.steps = "
+                    f"{self.train.steps}: a round gets no more steps than train_r0 (a fair protocol)"
+                )
+            per_class += [
+                (f"rounds.{name}.{f}", getattr(rnd, f))
+                for f in ("obj_thresh", "cls_thresh", "soft_thresh")
+                if getattr(rnd, f) is not None
+            ]
+        for name, values in per_class:
+            if len(values) != n:
+                raise ConfigError(
+                    f"params key '{name}' has {len(values)} values but dataset "
+                    f"'{self.dataset}' has {n} classes"
+                )
+        self.round_order()
+
+    def round_order(self) -> list[str]:
+        """Round names in training order (following ``prev`` from r0); rejects cycles and forks."""
+        order, current = [], "r0"
+        children = {}
+        for name, rnd in self.rounds.items():
+            if rnd.prev in children:
+                raise ConfigError(
+                    f"params keys 'rounds.{children[rnd.prev]}' and 'rounds.{name}' both follow {rnd.prev!r}"
+                )
+            children[rnd.prev] = name
+        while current in children:
+            current = children[current]
+            order.append(current)
+        if len(order) != len(self.rounds):
+            missing = sorted(set(self.rounds) - set(order))
+            raise ConfigError(f"params key 'rounds.{missing[0]}' is not reachable from r0 through 'prev'")
+        return order
+
+    def for_round(self, name: str) -> Params:
+        """These params with round ``name``'s overrides applied (steps, lr, thresholds)."""
+        rnd = self.rounds[name]
+        train = dataclasses.replace(
+            self.train,
+            steps=rnd.steps if rnd.steps is not None else self.train.steps,
+            lr=rnd.lr if rnd.lr is not None else self.train.lr,
+        )
+        pseudo = dataclasses.replace(
+            self.pseudo,
+            obj_thresh=rnd.obj_thresh if rnd.obj_thresh is not None else self.pseudo.obj_thresh,
+            cls_thresh=rnd.cls_thresh if rnd.cls_thresh is not None else self.pseudo.cls_thresh,
+        )
+        selftrain = dataclasses.replace(
+            self.selftrain,
+            soft_thresh=rnd.soft_thresh if rnd.soft_thresh is not None else self.selftrain.soft_thresh,
+        )
+        return dataclasses.replace(self, train=train, pseudo=pseudo, selftrain=selftrain)
 
     @property
     def preset(self) -> DatasetPreset:
         """The selected dataset preset."""
         return self.datasets[self.dataset]
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The model section with the values that follow from the data filled in."""
+        return dataclasses.replace(
+            self.model, num_classes=len(self.preset.classes), in_channels=2 * self.representation.nbins
+        )
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
@@ -139,4 +236,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
 
 def params_from_dict(data: Any) -> Params:
     """Validate an already-parsed params mapping (tests build variants this way)."""
+    model = data.get("model") if isinstance(data, dict) else None
+    for key, source in DERIVED_MODEL_KEYS.items():
+        if isinstance(model, dict) and key in model:
+            raise ConfigError(f"params key 'model.{key}' is derived from {source}; remove it")
     return from_dict(Params, data)

@@ -23,9 +23,20 @@ def rng(**bounds: float) -> dict[str, float]:
     return bounds
 
 
+def check_unit_interval(values: list[float], key: str) -> None:
+    """Per-class thresholds and the like: every value within [0, 1], naming the bad index."""
+    for i, v in enumerate(values):
+        if not 0 <= v <= 1:
+            raise ConfigError(f"params key '{key}[{i}]' = {v} must be within [0, 1]")
+
+
 def _check_range(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
-    ops = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
-           "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+    ops = {
+        "ge": (lambda v, b: v >= b, ">="),
+        "gt": (lambda v, b: v > b, ">"),
+        "le": (lambda v, b: v <= b, "<="),
+        "lt": (lambda v, b: v < b, "<"),
+    }
     for name, (ok, sym) in ops.items():
         if name in meta and not ok(value, meta[name]):
             raise ConfigError(f"params key '{key}' = {value!r} must be {sym} {meta[name]}")
@@ -44,7 +55,9 @@ def _convert(hint: Any, value: Any, key: str, meta: typing.Mapping[str, Any]) ->
                 return _convert(cand, value, key, meta)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"params key '{key}' = {value!r} matches none of {hint}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"params key '{key}' = {value!r} matches none of {hint}"
+        )
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"params key '{key}' = {value!r} must be one of {list(args)}")
@@ -125,5 +138,3 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: data}
-
-

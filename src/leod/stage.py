@@ -27,7 +27,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def run(body: Callable[[argparse.Namespace, Params], None], p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+def run(
+    body: Callable[[argparse.Namespace, Params], None],
+    p: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+) -> int:
     """Parse ``argv``, load and validate params, then run ``body``; returns the exit status."""
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -79,7 +79,11 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
     seqs = manifest.sequences(root, "train")
     if not seqs:
         raise DataFormatError(f"{root}: the train split has no sequences (empty split)")
-    labelled = set(ssod_sequences([s.name for s in seqs], cfg.train_ratio, cfg.offset)) if cfg.mode == "ssod" else set()
+    labelled = (
+        set(ssod_sequences([s.name for s in seqs], cfg.train_ratio, cfg.offset))
+        if cfg.mode == "ssod"
+        else set()
+    )
     kept: dict[str, list[int]] = {}
     frames_total = boxes_total = boxes_kept = 0
     for seq in seqs:

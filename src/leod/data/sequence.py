@@ -49,6 +49,17 @@ class LabelFiles:
         return cls(paths.labels, paths.objframe_to_repr, paths.label_timestamps)
 
 
+@dataclass(frozen=True)
+class LabelArrays:
+    """One sequence's labels already in memory (a self-training round's pseudo labels, which
+    live in one file per round); label frame times are their repr frames' end times."""
+
+    labels: np.ndarray
+    objframe_to_repr: np.ndarray
+    starts: np.ndarray  # objframe_idx_2_label_idx
+    source: str  # for error messages: the file and sequence they came from
+
+
 class _H5Cache:
     """Per-process LRU of read-only HDF5 handles.
 
@@ -100,25 +111,15 @@ def _int_vector(array: np.ndarray, source: str, length: int | None = None) -> np
     return array.astype(np.int64)
 
 
-def _load_labels(
-    files: LabelFiles, repr_times: np.ndarray, scale: float, hw: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes (repr pixels, clipped), their frame start offsets, repr index and time per frame."""
+def _read_label_files(files: LabelFiles) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Raw boxes, start offsets, repr index per frame and (optional) frame times from disk."""
     frame_repr = _int_vector(
         _load_npy(files.objframe_to_repr, "label frame -> repr index map"), str(files.objframe_to_repr)
     )
-    n_label_frames, num_frames = len(frame_repr), len(repr_times)
-    if n_label_frames and (
-        frame_repr[0] < 0 or frame_repr[-1] >= num_frames or np.any(np.diff(frame_repr) <= 0)
-    ):
-        raise DataFormatError(
-            f"{files.objframe_to_repr}: repr indices must increase strictly within [0, {num_frames})"
-        )
-    if files.timestamps is None:
-        frame_times = repr_times[frame_repr]
-    else:
+    frame_times = None
+    if files.timestamps is not None:
         frame_times = _int_vector(
-            _load_npy(files.timestamps, "label timestamps"), str(files.timestamps), n_label_frames
+            _load_npy(files.timestamps, "label timestamps"), str(files.timestamps), len(frame_repr)
         )
     if not files.labels.is_file():
         raise MissingInputError(f"{files.labels}: labels not found")
@@ -130,12 +131,33 @@ def _load_labels(
             raw, starts = npz["labels"], npz["objframe_idx_2_label_idx"]
     except (ValueError, OSError, EOFError) as exc:
         raise DataFormatError(f"{files.labels}: not a readable .npz file ({exc})") from exc
-    source = f"{files.labels}:objframe_idx_2_label_idx"
-    starts = _int_vector(starts, source, n_label_frames)
+    return raw, starts, frame_repr, frame_times
+
+
+def _load_labels(
+    source: LabelFiles | LabelArrays, repr_times: np.ndarray, scale: float, hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes (repr pixels, clipped), their frame start offsets, repr index and time per frame."""
+    if isinstance(source, LabelArrays):
+        raw, starts, frame_times = source.labels, source.starts, None
+        frame_repr = _int_vector(source.objframe_to_repr, f"{source.source}:objframe_idx_2_repr_idx")
+        where, repr_where = source.source, source.source
+    else:
+        raw, starts, frame_repr, frame_times = _read_label_files(source)
+        where, repr_where = str(source.labels), str(source.objframe_to_repr)
+    n_label_frames, num_frames = len(frame_repr), len(repr_times)
+    if n_label_frames and (
+        frame_repr[0] < 0 or frame_repr[-1] >= num_frames or np.any(np.diff(frame_repr) <= 0)
+    ):
+        raise DataFormatError(f"{repr_where}: repr indices must increase strictly within [0, {num_frames})")
+    if frame_times is None:
+        frame_times = repr_times[frame_repr]
+    offsets = f"{where}:objframe_idx_2_label_idx"
+    starts = _int_vector(starts, offsets, n_label_frames)
     if n_label_frames and (starts[0] != 0 or np.any(np.diff(starts) < 0) or starts[-1] > len(raw)):
-        raise DataFormatError(f"{source}: start offsets must begin at 0 and not decrease up to {len(raw)}")
-    boxes = to_internal(raw, str(files.labels))
-    validate_boxes(boxes, str(files.labels))
+        raise DataFormatError(f"{offsets}: start offsets must begin at 0 and not decrease up to {len(raw)}")
+    boxes = to_internal(raw, where)
+    validate_boxes(boxes, where)
     boxes["ignore"] |= boxes["class_id"] == IGNORE_CLASS_ID
     for key in ("x", "y", "w", "h"):
         boxes[key] *= scale
@@ -160,12 +182,14 @@ class SequenceData:
     def __init__(
         self,
         paths: SequencePaths,
-        labels_override: LabelFiles | None = None,
+        labels_override: LabelFiles | LabelArrays | None = None,
         kept: Iterable[int] | None = None,
     ) -> None:
         self.paths = paths
         self.name = paths.name
         self.label_files = labels_override or LabelFiles.of(paths)
+        lf = self.label_files
+        self.label_source = lf.source if isinstance(lf, LabelArrays) else str(lf.labels)
         self.timestamps_us = _int_vector(
             _load_npy(paths.repr_timestamps, "representation timestamps"), str(paths.repr_timestamps)
         )
@@ -183,7 +207,7 @@ class SequenceData:
         bad = (kept_frames < 0) | (kept_frames >= len(self.label_repr))
         if bad.any():
             raise DataFormatError(
-                f"{self.label_files.labels}: kept label frame {int(kept_frames[bad][0])} of sequence "
+                f"{self.label_source}: kept label frame {int(kept_frames[bad][0])} of sequence "
                 f"'{self.name}' is out of range [0, {len(self.label_repr)})"
             )
         self.supervised[self.label_repr[kept_frames]] = True
@@ -275,7 +299,7 @@ def open_sequences(
     manifest: Manifest,
     split: str,
     kept: Mapping[str, Iterable[int]] | None = None,
-    labels_override: Mapping[str, LabelFiles] | None = None,
+    labels_override: Mapping[str, LabelFiles | LabelArrays] | None = None,
 ) -> list[SequenceData]:
     """Open the sequences of one split of a preprocessed dataset, in manifest order.
 

@@ -31,7 +31,7 @@ from leod.evaluation.prophesee import build_eval_frames
 BACKGROUND = "background"
 
 
-def _corners(boxes: np.ndarray) -> np.ndarray:
+def box_corners(boxes: np.ndarray) -> np.ndarray:
     """(N, 4) float64 ``x1, y1, x2, y2``."""
     x = boxes["x"].astype(np.float64)
     y = boxes["y"].astype(np.float64)
@@ -39,7 +39,7 @@ def _corners(boxes: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _greedy_match(
+def greedy_match(
     gt: np.ndarray, gt_start: np.ndarray, dt: np.ndarray, dt_start: np.ndarray, iou_threshold: float
 ) -> np.ndarray:
     """For each detection (ordered by image, then descending score) the index of the
@@ -91,10 +91,10 @@ def confusion_matrix(
     order = np.lexsort((-dt["class_confidence"], dt_image))
     dt, dt_image = dt[order], dt_image[order]
     bounds = np.arange(frames.num_images + 1)
-    matched = _greedy_match(
-        _corners(frames.gt),
+    matched = greedy_match(
+        box_corners(frames.gt),
         np.searchsorted(frames.gt_image, bounds).astype(np.int64),
-        _corners(dt),
+        box_corners(dt),
         np.searchsorted(dt_image, bounds).astype(np.int64),
         float(iou_threshold),
     )

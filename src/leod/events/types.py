@@ -29,13 +29,16 @@ class Events:
         return len(self.t)
 
     @staticmethod
-    def empty() -> "Events":
+    def empty() -> Events:
         return Events(
-            t=np.zeros(0, np.int64), x=np.zeros(0, np.uint16), y=np.zeros(0, np.uint16), p=np.zeros(0, np.uint8)
+            t=np.zeros(0, np.int64),
+            x=np.zeros(0, np.uint16),
+            y=np.zeros(0, np.uint16),
+            p=np.zeros(0, np.uint8),
         )
 
     @staticmethod
-    def concatenate(packets: "list[Events]") -> "Events":
+    def concatenate(packets: list[Events]) -> Events:
         if not packets:
             return Events.empty()
         return Events(
@@ -45,5 +48,5 @@ class Events:
             p=np.concatenate([e.p for e in packets]),
         )
 
-    def slice(self, start: int, stop: int) -> "Events":
+    def slice(self, start: int, stop: int) -> Events:
         return Events(self.t[start:stop], self.x[start:stop], self.y[start:stop], self.p[start:stop])

@@ -2,19 +2,19 @@
 
 Stage 1 is an overlapping 7x7 stride-4 patch embedding; stages 2-4 downsample by 2 with a
 3x3 conv. Each stage's LSTM output ``h`` is both its feature map and the next stage's
-input, so temporal memory is available at every scale. Features stay channels-last
-internally; the NCHW tensors handed to the FPN are permuted views of them (channels_last
-memory format), which the convolutions downstream consume without a copy.
+input, so temporal memory is available at every scale. Inside a stage the attention works
+on token sequences (see :mod:`leod.model.maxvit`); the LSTM and its states are spatial,
+channels-last ``(B, H, W, C)``. The NCHW tensors handed on are permuted views of ``h``
+(channels_last memory format), which the convolutions downstream consume without a copy.
 """
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from leod.model.config import STAGE_STRIDES, ModelConfig
+from leod.model.config import FPN_STAGES, STAGE_STRIDES, ModelConfig
 from leod.model.convlstm import ConvLSTMCell, LstmState, LstmStates
-from leod.model.maxvit import MaxViTBlock
+from leod.model.maxvit import MaxViTBlock, reorder
 
 
 class ConvDownsample(nn.Module):
@@ -57,8 +57,11 @@ class RecurrentStage(nn.Module):
     ) -> tuple[Tensor, LstmState]:
         """``x (B, C_in, H, W)`` -> features ``(B, C, H/f, W/f)`` (channels_last view) and state."""
         y = self.downsample(x)
+        batch, height, width, dim = y.shape
+        tokens, order = y.reshape(batch, height * width, dim), "spatial"
         for block in self.blocks:
-            y = block(y, partition)
+            tokens, order = block(tokens, order, (height, width), partition)
+        y = reorder(tokens, (height, width), partition, order, "spatial").view(batch, height, width, dim)
         h, c = self.lstm(y, state)
         return h.permute(0, 3, 1, 2), (h, c)
 
@@ -70,7 +73,9 @@ class RecurrentBackbone(nn.Module):
         super().__init__()
         self.partition_split = cfg.partition_split
         dims_in = (cfg.in_channels, *cfg.stage_dims[:-1])
-        factors = (STAGE_STRIDES[0],) + tuple(b // a for a, b in zip(STAGE_STRIDES, STAGE_STRIDES[1:]))
+        factors = (STAGE_STRIDES[0],) + tuple(
+            b // a for a, b in zip(STAGE_STRIDES[:-1], STAGE_STRIDES[1:], strict=True)
+        )
         self.stages = nn.ModuleList(
             RecurrentStage(
                 dim_in,
@@ -82,9 +87,10 @@ class RecurrentBackbone(nn.Module):
                 cfg.layer_scale_init,
                 cfg.dws_conv,
             )
-            for dim_in, dim, factor, blocks in zip(dims_in, cfg.stage_dims, factors, cfg.num_blocks)
+            for dim_in, dim, factor, blocks in zip(
+                dims_in, cfg.stage_dims, factors, cfg.num_blocks, strict=True
+            )
         )
-        self.out_stages = (1, 2, 3)
 
     def partition_size(self, height: int, width: int) -> tuple[int, int]:
         """RVT's window = grid size: padded input size / (32 * partition_split)."""
@@ -103,18 +109,19 @@ class RecurrentBackbone(nn.Module):
         for i, stage in enumerate(self.stages):
             x, state = stage(x, None if states is None else states[i], partition)
             new_states.append(state)
-            if i in self.out_stages:
+            if i in FPN_STAGES:
                 features.append(x)
         return features, new_states
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Zero-pad the bottom/right of ``(..., H, W)`` to multiples of ``multiple`` (as RVT).
+    """Zero-pad the bottom/right of ``(B, C, H, W)`` to multiples of ``multiple`` (as RVT).
 
-    Bottom/right padding leaves pixel coordinates unchanged, so boxes need no shift.
+    Bottom/right padding leaves pixel coordinates unchanged, so boxes need no shift. The
+    result is in channels_last memory format: the padding copy does the layout change for
+    free, and the stem convolution runs faster on channels-last input.
     """
-    pad_h = -x.shape[-2] % multiple
-    pad_w = -x.shape[-1] % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    return F.pad(x, (0, pad_w, 0, pad_h))
+    batch, channels, height, width = x.shape
+    padded = x.new_zeros(batch, -(-height // multiple) * multiple, -(-width // multiple) * multiple, channels)
+    padded[:, :height, :width] = x.permute(0, 2, 3, 1)
+    return padded.permute(0, 3, 1, 2)

@@ -52,8 +52,7 @@ class RecurrentDetector(nn.Module):
     def forward_backbone(self, x: Tensor, states: LstmStates | None) -> tuple[list[Tensor], LstmStates]:
         """One time step of the backbone: ``x (B, C, H, W)`` -> FPN input features, new states."""
         self._check_frames(x, 4, "frame")
-        x = pad_to_multiple(x, self.cfg.pad_multiple).contiguous(memory_format=torch.channels_last)
-        return self.backbone(x, states)
+        return self.backbone(pad_to_multiple(x, self.cfg.pad_multiple), states)
 
     def forward_detect(self, features: list[Tensor]) -> RawPredictions:
         """Neck and head on backbone features (any batch of frames)."""

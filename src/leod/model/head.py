@@ -49,10 +49,12 @@ class RawPredictions:
         return self.boxes.shape[0]
 
 
-def make_anchor_points(sizes: list[tuple[int, int]], strides: tuple[int, ...], device: torch.device) -> AnchorPoints:
+def make_anchor_points(
+    sizes: list[tuple[int, int]], strides: tuple[int, ...], device: torch.device
+) -> AnchorPoints:
     """Anchor points for levels of ``(h, w)`` cells, in the head's row-major flattening order."""
     grids, level_strides = [], []
-    for (h, w), stride in zip(sizes, strides):
+    for (h, w), stride in zip(sizes, strides, strict=True):
         ys, xs = torch.meshgrid(
             torch.arange(h, device=device, dtype=torch.float32),
             torch.arange(w, device=device, dtype=torch.float32),
@@ -66,7 +68,9 @@ def make_anchor_points(sizes: list[tuple[int, int]], strides: tuple[int, ...], d
 class YOLOXHead(nn.Module):
     """Decoupled YOLOX head over the three FPN levels."""
 
-    def __init__(self, num_classes: int, in_dims: tuple[int, ...], strides: tuple[int, ...], hidden: int) -> None:
+    def __init__(
+        self, num_classes: int, in_dims: tuple[int, ...], strides: tuple[int, ...], hidden: int
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.strides = strides
@@ -90,7 +94,11 @@ class YOLOXHead(nn.Module):
             x = self.stems[i](x)
             reg_feat = self.reg_convs[i](x)
             out = torch.cat(
-                [self.reg_preds[i](reg_feat), self.obj_preds[i](reg_feat), self.cls_preds[i](self.cls_convs[i](x))],
+                [
+                    self.reg_preds[i](reg_feat),
+                    self.obj_preds[i](reg_feat),
+                    self.cls_preds[i](self.cls_convs[i](x)),
+                ],
                 dim=1,
             )
             per_level.append(rearrange(out, "b c h w -> b (h w) c"))

@@ -95,9 +95,15 @@ def yolox_loss(
     iou = aligned_iou(preds.boxes[fg], torch.cat(reg_targets))
     loss_iou = (1.0 - iou.square()).sum() / norm
     loss_obj = (
-        F.binary_cross_entropy_with_logits(obj_logits, fg.float(), weight=torch.stack(obj_weights), reduction="sum")
+        F.binary_cross_entropy_with_logits(
+            obj_logits, fg.float(), weight=torch.stack(obj_weights), reduction="sum"
+        )
         / norm
     )
-    loss_cls = F.binary_cross_entropy_with_logits(cls_logits[fg], torch.cat(cls_targets), reduction="sum") / norm
+    loss_cls = (
+        F.binary_cross_entropy_with_logits(cls_logits[fg], torch.cat(cls_targets), reduction="sum") / norm
+    )
     loss_iou, loss_obj, loss_cls = reg_weight * loss_iou, obj_weight * loss_obj, cls_weight * loss_cls
-    return LossTerms(total=loss_iou + loss_obj + loss_cls, iou=loss_iou, obj=loss_obj, cls=loss_cls, num_fg=num_fg)
+    return LossTerms(
+        total=loss_iou + loss_obj + loss_cls, iou=loss_iou, obj=loss_obj, cls=loss_cls, num_fg=num_fg
+    )

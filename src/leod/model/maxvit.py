@@ -1,19 +1,23 @@
-"""MaxViT attention blocks of the RVT backbone, channels-last ``(B, H, W, C)``.
+"""MaxViT attention blocks of the RVT backbone, on token sequences.
 
-Each block is pre-norm attention + pre-norm MLP with LayerScale residuals. The window
-variant attends inside non-overlapping ``P0 x P1`` tiles (local), the grid variant inside
-``P0 x P1`` sets of tokens spaced ``H/P0`` and ``W/P1`` apart (sparse global); RVT applies
-one of each per stage. The partition size is passed at call time because RVT derives it
-from the padded input size, and nothing here has parameters that depend on it (no
-relative position bias).
+A block is pre-norm self-attention + pre-norm MLP, each with a LayerScale residual. The
+window variant attends inside non-overlapping ``P0 x P1`` tiles (local context), the grid
+variant inside ``P0 x P1`` sets of tokens spaced ``H/P0`` rows and ``W/P1`` columns apart
+(sparse global context); RVT applies one of each per stage. Attention has biases and no
+relative position bias, so nothing here depends on the partition size, which RVT derives
+from the padded input size and which is therefore passed at call time.
 
-The qkv projection is per token, so it runs before the partition: one einops rearrange
-moves the fused qkv tensor straight into ``(3, windows, heads, tokens, dim_head)`` and one
-moves the attention output back, which saves the separate partition/reverse copies.
+Layout: everything except the attention itself is per token, so a stage keeps its tokens
+as ``(B, H*W, C)`` in whichever order the next attention needs -- spatial (row-major),
+window order or grid order -- and moves between orders with one gather
+(:func:`reorder`). In window/grid order each partition's tokens are contiguous, so the
+attention reads q/k/v as strided views of one fused projection and no partition or
+reverse-partition copies are made.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -21,14 +25,60 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-PartitionKind = Literal["window", "grid"]
+TokenOrder = Literal["spatial", "window", "grid"]
 
-# Token axis split (rows, cols) into (count, size) factors. Window: a tile is a block of
-# adjacent tokens, so the within-tile index is the fast one. Grid: the tile index is fast.
-_LAYOUTS: dict[str, str] = {
-    "window": "b (nh ph) (nw pw)",
-    "grid": "b (ph nh) (pw nw)",
+# How the rows/cols of an (H, W) map factor into (partition count, partition size). Window:
+# a partition is a tile of adjacent tokens (in-tile index fast). Grid: the partition index
+# is fast, so a partition's tokens are H/P0 rows and W/P1 columns apart.
+_FACTORS: dict[str, str] = {
+    "window": "(nh ph) (nw pw)",
+    "grid": "(ph nh) (pw nw)",
 }
+
+
+@functools.lru_cache(maxsize=128)
+def _spatial_index(
+    height: int, width: int, partition: tuple[int, int], order: TokenOrder, device: torch.device
+) -> Tensor:
+    """Row-major spatial index of the token at each position of ``order``."""
+    idx = torch.arange(height * width, device=device).view(height, width)
+    if order == "spatial":
+        return idx.flatten()
+    ph, pw = partition
+    return rearrange(idx, f"{_FACTORS[order]} -> (nh nw ph pw)", ph=ph, pw=pw).contiguous()
+
+
+@functools.lru_cache(maxsize=128)
+def _reorder_index(
+    height: int,
+    width: int,
+    partition: tuple[int, int],
+    src: TokenOrder,
+    dst: TokenOrder,
+    device: torch.device,
+) -> Tensor:
+    """Position in ``src`` order of the token at each position of ``dst`` order."""
+    src_idx = _spatial_index(height, width, partition, src, device)
+    position_in_src = torch.empty_like(src_idx)
+    position_in_src[src_idx] = torch.arange(src_idx.numel(), device=device)
+    return position_in_src[_spatial_index(height, width, partition, dst, device)]
+
+
+def check_partition(height: int, width: int, partition: tuple[int, int]) -> None:
+    if height % partition[0] or width % partition[1]:
+        raise ValueError(
+            f"feature map {height}x{width} is not divisible by partition {partition[0]}x{partition[1]}"
+        )
+
+
+def reorder(
+    tokens: Tensor, hw: tuple[int, int], partition: tuple[int, int], src: TokenOrder, dst: TokenOrder
+) -> Tensor:
+    """Permute ``(B, H*W, C)`` tokens from ``src`` to ``dst`` order (one gather, or a no-op)."""
+    if src == dst:
+        return tokens
+    check_partition(hw[0], hw[1], partition)
+    return tokens.index_select(1, _reorder_index(hw[0], hw[1], partition, src, dst, tokens.device))
 
 
 class LayerScale(nn.Module):
@@ -43,51 +93,30 @@ class LayerScale(nn.Module):
 
 
 class PartitionAttention(nn.Module):
-    """One window- or grid-partitioned self-attention block with its MLP."""
+    """Self-attention within each partition plus MLP, on ``(partitions, tokens, C)``."""
 
     def __init__(
-        self,
-        dim: int,
-        dim_head: int,
-        kind: PartitionKind,
-        mlp_ratio: int,
-        layer_scale_init: float,
-        skip_first_norm: bool = False,
+        self, dim: int, dim_head: int, mlp_ratio: int, layer_scale_init: float, skip_first_norm: bool = False
     ) -> None:
         super().__init__()
-        self.kind = kind
         self.heads = dim // dim_head
-        # The stage's downsampling already ends in a LayerNorm, so RVT skips this one there.
+        # A stage's downsampling already ends in a LayerNorm, so RVT skips this one there.
         self.norm1: nn.Module = nn.Identity() if skip_first_norm else nn.LayerNorm(dim, eps=1e-5)
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
         self.ls1 = LayerScale(dim, layer_scale_init)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim)
-        )
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim))
         self.ls2 = LayerScale(dim, layer_scale_init)
 
-    def _attend(self, x: Tensor, partition: tuple[int, int]) -> Tensor:
-        height, width = x.shape[1:3]
-        ph, pw = partition
-        if height % ph or width % pw:
-            raise ValueError(f"feature map {height}x{width} is not divisible by partition {ph}x{pw}")
-        dims = {"ph": ph, "pw": pw, "nh": height // ph, "nw": width // pw}
-        layout = _LAYOUTS[self.kind]
-        q, k, v = rearrange(
-            self.qkv(x),
-            f"{layout} (three heads d) -> three (b nh nw) heads (ph pw) d",
-            three=3,
-            heads=self.heads,
-            **dims,
-        )
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = rearrange(out, f"(b nh nw) heads (ph pw) d -> {layout} (heads d)", **dims)
-        return self.proj(out)
+    def _attend(self, x: Tensor) -> Tensor:
+        groups, length, dim = x.shape
+        q, k, v = self.qkv(x).view(groups, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v)  # (groups, heads, length, dim_head)
+        return self.proj(out.transpose(1, 2).reshape(groups, length, dim))
 
-    def forward(self, x: Tensor, partition: tuple[int, int]) -> Tensor:
-        x = x + self.ls1(self._attend(self.norm1(x), partition))
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.ls1(self._attend(self.norm1(x)))
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
@@ -98,10 +127,21 @@ class MaxViTBlock(nn.Module):
         self, dim: int, dim_head: int, mlp_ratio: int, layer_scale_init: float, skip_first_norm: bool
     ) -> None:
         super().__init__()
-        self.window = PartitionAttention(
-            dim, dim_head, "window", mlp_ratio, layer_scale_init, skip_first_norm=skip_first_norm
-        )
-        self.grid = PartitionAttention(dim, dim_head, "grid", mlp_ratio, layer_scale_init)
+        self.window = PartitionAttention(dim, dim_head, mlp_ratio, layer_scale_init, skip_first_norm)
+        self.grid = PartitionAttention(dim, dim_head, mlp_ratio, layer_scale_init)
 
-    def forward(self, x: Tensor, partition: tuple[int, int]) -> Tensor:
-        return self.grid(self.window(x, partition), partition)
+    def forward(
+        self, tokens: Tensor, order: TokenOrder, hw: tuple[int, int], partition: tuple[int, int]
+    ) -> tuple[Tensor, TokenOrder]:
+        """``tokens (B, H*W, C)`` in ``order`` -> the block output, in grid order."""
+        batch, n, dim = tokens.shape
+        groups = n // (partition[0] * partition[1])
+        steps: tuple[tuple[PartitionAttention, TokenOrder], ...] = (
+            (self.window, "window"),
+            (self.grid, "grid"),
+        )
+        for attention, kind in steps:
+            tokens = reorder(tokens, hw, partition, order, kind)
+            tokens = attention(tokens.view(batch * groups, -1, dim)).view(batch, n, dim)
+            order = kind
+        return tokens, order

@@ -3,8 +3,9 @@
 torchvision's compiled ``batched_nms`` is used when ``torchvision.ops`` imports (GPU
 installs); the CPU wheel of torchvision does not load with this project's torch, so a
 pure-torch version with the same semantics is the fallback. Classes are separated with
-the coordinate-offset trick: every class is shifted by ``class * (max_coord + 1)`` so
-boxes of different classes never overlap, and one greedy pass handles all classes.
+the coordinate-offset trick: every class is shifted by ``class * (coordinate span + 1)`` so
+boxes of different classes never overlap, and one greedy pass handles all classes (the
+shift is the full coordinate span, so unclipped negative coordinates are safe too).
 Semantics (as torchvision): suppress a box whose IoU with a kept, higher-scoring box is
 strictly greater than the threshold; the result is sorted by decreasing score.
 """
@@ -31,10 +32,11 @@ def _torchvision_batched_nms() -> Callable[[Tensor, Tensor, Tensor, float], Tens
 
 
 def _offset_by_class(boxes: Tensor, classes: Tensor) -> Tensor:
+    # The span covers negative coordinates too (boxes are not clipped to the frame).
     if boxes.numel() == 0:
         return boxes
-    offsets = classes.to(boxes.dtype) * (boxes.max() + 1)
-    return boxes + offsets[:, None]
+    span = boxes.max() - boxes.min() + 1
+    return boxes + (classes.to(boxes.dtype) * span)[:, None]
 
 
 def nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:

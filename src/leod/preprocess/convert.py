@@ -61,7 +61,11 @@ class SequenceSummary:
 
 
 def _stream_histograms(
-    chunks: Iterator[Events], first_end: int, window_us: int, step_us: int, preset: DatasetPreset,
+    chunks: Iterator[Events],
+    first_end: int,
+    window_us: int,
+    step_us: int,
+    preset: DatasetPreset,
     rep: RepresentationConfig,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(ends, frames)`` blocks for window ends ``first_end + k*step`` up to the last event.
@@ -76,7 +80,13 @@ def _stream_histograms(
 
     def block(buf: Events, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         frames = stacked_histograms(
-            buf, ends, window_us, preset.height, preset.width, rep.nbins, rep.count_cutoff,
+            buf,
+            ends,
+            window_us,
+            preset.height,
+            preset.width,
+            rep.nbins,
+            rep.count_cutoff,
             downsample=preset.downsample,
         )
         return ends, frames
@@ -118,7 +128,9 @@ def convert_sequence(
     step_us = round(rep.step_ms * 1000)
     first_end = grid_start(int(frame_times[0]), window_us, step_us)
 
-    reader = open_recording(rec.events_path, height=preset.height, width=preset.width, chunk_size=pp.read_chunk_events)
+    reader = open_recording(
+        rec.events_path, height=preset.height, width=preset.width, chunk_size=pp.read_chunk_events
+    )
     out.repr_dir.mkdir(parents=True, exist_ok=True)
     out.labels_dir.mkdir(parents=True, exist_ok=True)
     scale = 2 if preset.downsample else 1
@@ -141,7 +153,9 @@ def convert_sequence(
             chunks=(1, channels, height, width),
             **hdf5plugin.Blosc(cname="zstd", clevel=pp.compression_level, shuffle=hdf5plugin.Blosc.SHUFFLE),
         )
-        for ends, frames in _stream_histograms(counted(reader.iter_chunks()), first_end, window_us, step_us, preset, rep):
+        for ends, frames in _stream_histograms(
+            counted(reader.iter_chunks()), first_end, window_us, step_us, preset, rep
+        ):
             n = data.shape[0]
             data.resize(n + len(frames), axis=0)
             data[n:] = frames

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
-from tqdm import tqdm
 
 from leod.atomic import atomic_path
 from leod.config import Params
@@ -23,6 +22,7 @@ from leod.data.layout import MANIFEST, SPLITS, Manifest, SequencePaths
 from leod.errors import DataFormatError, MissingInputError
 from leod.preprocess.convert import Recording, SequenceSummary, convert_sequence, find_recordings
 from leod.preprocess.labels import BoxFilterStats
+from leod.progress import progress_bar
 
 
 def _convert_one(args: tuple[Recording, Path, Params]) -> SequenceSummary:
@@ -31,13 +31,17 @@ def _convert_one(args: tuple[Recording, Path, Params]) -> SequenceSummary:
 
     numba.set_num_threads(1)  # parallelism comes from the process pool
     out = SequencePaths(
-        root / rec.split / rec.name, params.representation.window_ms, params.representation.nbins,
+        root / rec.split / rec.name,
+        params.representation.window_ms,
+        params.representation.nbins,
         params.preset.downsample,
     )
     return convert_sequence(rec, out, params.preset, params.representation, params.preprocess)
 
 
-def _manifest(params: Params, splits: dict[str, list[str]], data_root: str | None, hw: tuple[int, int]) -> Manifest:
+def _manifest(
+    params: Params, splits: dict[str, list[str]], data_root: str | None, hw: tuple[int, int]
+) -> Manifest:
     preset, rep = params.preset, params.representation
     return Manifest(
         dataset=params.dataset,
@@ -69,12 +73,14 @@ def convert_dataset(
         raise MissingInputError(f"{raw}: raw dataset folder does not exist (dataset: {params.dataset})")
     recordings = find_recordings(raw, SPLITS)
     if not recordings:
-        raise DataFormatError(f"{raw}: no recordings (<name>_td.dat|.dat.h5|.h5|.raw + <name>_bbox.npy) found")
+        raise DataFormatError(
+            f"{raw}: no recordings (<name>_td.dat|.dat.h5|.h5|.raw + <name>_bbox.npy) found"
+        )
     scale = 2 if preset.downsample else 1
     with atomic_path(out_dir, is_dir=True) as tmp:
         jobs = [(rec, tmp, params) for rec in recordings]
         workers = min(params.preprocess.workers, len(jobs))
-        bar = tqdm(total=len(jobs), desc="preprocess", unit="seq", disable=not progress)
+        bar = progress_bar(len(jobs), "preprocess", "seq", enabled=progress)
         summaries: list[SequenceSummary] = []
         if workers == 1:
             for job in jobs:
@@ -121,7 +127,9 @@ def index_rvt_preprocessed(
     """Validate an RVT-preprocessed download and write a manifest that points at it."""
     root = Path(raw_dir).resolve()
     if not root.is_dir():
-        raise MissingInputError(f"{root}: preprocessed dataset folder does not exist (dataset: {params.dataset})")
+        raise MissingInputError(
+            f"{root}: preprocessed dataset folder does not exist (dataset: {params.dataset})"
+        )
     rep, preset = params.representation, params.preset
     splits: dict[str, list[str]] = {}
     shape: tuple[int, int] | None = None

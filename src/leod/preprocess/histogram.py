@@ -39,6 +39,8 @@ from leod.events.types import Events
 MAX_COUNT = 255
 #: Events per compaction round when downsampling (a 32 KiB index buffer, L1-resident).
 _DS_CHUNK = 4096
+#: Below this many events per thread a window is built by one thread.
+_MIN_EVENTS_PER_THREAD = 64
 
 
 @njit(cache=True)
@@ -148,6 +150,20 @@ def _range_valid(t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, hei
     return len(x) == 0 or (x_max < width and y_max < height and p_max <= 1 and step_min >= 0)
 
 
+@njit(cache=True, parallel=True)
+def _all_valid(
+    t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, height: int, width: int, nparts: int
+) -> bool:
+    """``_range_valid`` over ``nparts`` event ranges in parallel (a memory-bandwidth-bound pass)."""
+    n = len(t)
+    ok = np.zeros(nparts, np.bool_)
+    for k in prange(nparts):
+        a = k * n // nparts
+        z = (k + 1) * n // nparts
+        ok[k] = _range_valid(t[max(a - 1, 0) : z], x[a:z], y[a:z], p[a:z], height, width)
+    return ok.all()
+
+
 @njit(cache=True)
 def _fill_window(
     t: np.ndarray,
@@ -161,7 +177,7 @@ def _fill_window(
     downsample: bool,
     cutoff: np.uint8,
 ) -> None:
-    """One validated window into the zeroed flat ``out`` (``2*nbins`` planes of the output size), 1 thread."""
+    """One window into the zeroed flat ``out`` (``2*nbins`` planes of the output size), one thread."""
     out_width = width // 2 if downsample else width
     plane = (height // 2 if downsample else height) * out_width
     starts = _bin_starts(t, nbins)
@@ -172,28 +188,8 @@ def _fill_window(
     _clip(out, cutoff)
 
 
-@njit(cache=True)
-def _window_serial(
-    t: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    p: np.ndarray,
-    out: np.ndarray,
-    nbins: int,
-    height: int,
-    width: int,
-    downsample: bool,
-    cutoff: np.uint8,
-) -> bool:
-    """Check, then fill one window (False, nothing written, if an event is invalid)."""
-    if not _range_valid(t, x, y, p, height, width):
-        return False
-    _fill_window(t, x, y, p, out, nbins, height, width, downsample, cutoff)
-    return True
-
-
 @njit(cache=True, parallel=True)
-def _window_parallel(
+def _fill_window_parallel(
     t: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
@@ -205,30 +201,23 @@ def _window_parallel(
     downsample: bool,
     cutoff: np.uint8,
     nparts: int,
-) -> bool:
-    """``_window_serial`` with the events split into ``nparts`` equal ranges, one per thread.
+) -> None:
+    """``_fill_window`` with the events split into ``nparts`` equal ranges, one per thread.
 
     Bins are disjoint output channels, so a part writes straight into ``out`` for every bin
     whose first event it owns. A part that starts inside a bin shares that bin with the part
     before it and counts it in a private two-plane buffer instead; these are added in afterwards
-    (uint8 addition wraps exactly like a single accumulator). Each part checks its own events
-    first, so the data is read from memory once.
+    (uint8 addition wraps exactly like a single accumulator).
     """
     n = len(t)
     out_width = width // 2 if downsample else width
     plane = (height // 2 if downsample else height) * out_width
-    starts = _bin_starts(t, nbins)  # memory-safe on unchecked t; the result is only used if t is valid
+    starts = _bin_starts(t, nbins)
     spill = np.zeros((nparts, 2 * plane), np.uint8)
     spill_bin = np.full(nparts, -1, np.int64)
-    ok = np.zeros(nparts, np.bool_)
     for k in prange(nparts):
         first = k * n // nparts
         stop = (k + 1) * n // nparts
-        ok[k] = _range_valid(
-            t[max(first - 1, 0) : stop], x[first:stop], y[first:stop], p[first:stop], height, width
-        )
-        if not ok[k]:
-            continue
         for b in range(nbins):
             s = max(first, starts[b])
             e = min(stop, starts[b + 1])
@@ -239,8 +228,6 @@ def _window_parallel(
             else:
                 spill_bin[k] = b
                 _scatter(x[s:e], y[s:e], p[s:e], spill[k], 0, plane, out_width, downsample)
-    if not ok.all():
-        return False
     for k in range(nparts):  # sequential: several parts may spill into the same bin
         b = spill_bin[k]
         if b >= 0:
@@ -251,11 +238,10 @@ def _window_parallel(
                     dst[i] += src[i]
     for c in prange(2 * nbins):
         _clip(out[c * plane : (c + 1) * plane], cutoff)
-    return True
 
 
 @njit(cache=True, parallel=True)
-def _windows_parallel(
+def _fill_windows(
     t: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
@@ -268,20 +254,12 @@ def _windows_parallel(
     width: int,
     downsample: bool,
     cutoff: np.uint8,
-) -> np.ndarray:
-    """Window ``k`` (events ``first[k]:stop[k]``) into row ``k`` of the zeroed ``out``, one per thread.
-
-    Returns per window whether its events (and the step into them) were valid; each window is
-    checked right before it is filled, while its events are in cache.
-    """
-    ok = np.zeros(len(first), np.bool_)
+) -> None:
+    """Window ``k`` (events ``first[k]:stop[k]``) into row ``k`` of the zeroed ``out``, one per thread."""
     for k in prange(len(first)):
         a = first[k]
         z = stop[k]
-        ok[k] = _range_valid(t[max(a - 1, 0) : z], x[a:z], y[a:z], p[a:z], height, width)
-        if ok[k]:
-            _fill_window(t[a:z], x[a:z], y[a:z], p[a:z], out[k], nbins, height, width, downsample, cutoff)
-    return ok
+        _fill_window(t[a:z], x[a:z], y[a:z], p[a:z], out[k], nbins, height, width, downsample, cutoff)
 
 
 _DTYPES = {
@@ -311,13 +289,24 @@ def _invalid(events: Events, height: int, width: int) -> DataFormatError:
     )
 
 
+def _parallel_parts(n_events: int) -> int:
+    """Threads worth using for ``n_events``: 1 means run the serial kernel.
+
+    A parallel region waits for all its threads, which on a busy machine can cost a scheduler
+    time slice, so small inputs and single-thread settings stay out of it.
+    """
+    threads = numba.get_num_threads()
+    return threads if n_events >= _MIN_EVENTS_PER_THREAD * threads else 1
+
+
 def _columns(
     events: Events, height: int, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The event columns, contiguous in the dtypes the kernels are compiled for.
+    """The event columns, contiguous in the dtypes the kernels are compiled for, every event checked.
 
-    The kernels check the native dtypes themselves; other integer dtypes are checked here,
-    before narrowing could wrap a bad value into range.
+    Raises DataFormatError for coordinates outside the sensor, polarities other than 0/1 and
+    decreasing timestamps (the caller prefixes the file name). Other integer dtypes are checked
+    before narrowing, which could otherwise wrap a bad value into range.
     """
     native = all(getattr(events, name).dtype == dtype for name, dtype in _DTYPES.items())
     if not native:
@@ -329,7 +318,12 @@ def _columns(
         )
         if not in_range:
             raise _invalid(events, height, width)
-    return tuple(np.ascontiguousarray(getattr(events, name), dtype=dtype) for name, dtype in _DTYPES.items())
+    cols = tuple(np.ascontiguousarray(getattr(events, name), dtype=dtype) for name, dtype in _DTYPES.items())
+    nparts = _parallel_parts(len(events))
+    ok = _all_valid(*cols, height, width, nparts) if nparts > 1 else _range_valid(*cols, height, width)
+    if not ok:
+        raise _invalid(events, height, width)
+    return cols
 
 
 def output_shape(height: int, width: int, nbins: int, downsample: bool = False) -> tuple[int, int, int]:
@@ -359,16 +353,14 @@ def _fill(
     width: int,
     downsample: bool,
     cutoff: np.uint8,
-) -> bool:
-    """One window (all of ``cols``) into the zeroed ``out``, over all numba threads; False if invalid.
-
-    With one thread the serial kernel runs: a parallel region would also wait for idle threads.
-    """
+) -> None:
+    """One window (all of the checked ``cols``) into the zeroed ``out``, over the numba threads."""
     flat = out.reshape(-1)
-    nparts = numba.get_num_threads()
-    if nparts > 1 and len(cols[0]) >= 64 * nparts:
-        return _window_parallel(*cols, flat, nbins, height, width, downsample, cutoff, nparts)
-    return _window_serial(*cols, flat, nbins, height, width, downsample, cutoff)
+    nparts = _parallel_parts(len(cols[0]))
+    if nparts > 1:
+        _fill_window_parallel(*cols, flat, nbins, height, width, downsample, cutoff, nparts)
+    else:
+        _fill_window(*cols, flat, nbins, height, width, downsample, cutoff)
 
 
 def stacked_histogram(
@@ -381,9 +373,7 @@ def stacked_histogram(
     coordinates outside the sensor, polarities other than 0/1 and decreasing timestamps.
     """
     out = np.zeros(output_shape(height, width, nbins, downsample), np.uint8)
-    cutoff = _cutoff(count_cutoff)
-    if not _fill(_columns(events, height, width), out, nbins, height, width, downsample, cutoff):
-        raise _invalid(events, height, width)
+    _fill(_columns(events, height, width), out, nbins, height, width, downsample, _cutoff(count_cutoff))
     return out
 
 
@@ -393,19 +383,6 @@ def window_slices(t: np.ndarray, window_ends_us: np.ndarray, window_us: int) -> 
     first = np.searchsorted(t, ends - window_us, side="left").astype(np.int64)
     stop = np.searchsorted(t, ends, side="right").astype(np.int64)
     return first, stop
-
-
-def _gaps(first: np.ndarray, stop: np.ndarray, n: int) -> list[tuple[int, int]]:
-    """Event ranges in ``[0, n)`` that no window covers (they must be checked separately)."""
-    gaps = []
-    reach = 0
-    for a, z in sorted(zip(first.tolist(), stop.tolist(), strict=True)):
-        if a > reach:
-            gaps.append((reach, a))
-        reach = max(reach, z)
-    if reach < n:
-        gaps.append((reach, n))
-    return gaps
 
 
 def stacked_histograms(
@@ -422,27 +399,21 @@ def stacked_histograms(
 
     Window ``k`` holds the events with ``window_ends_us[k] - window_us <= t <= window_ends_us[k]``
     (both ends inclusive, as in RVT; windows may overlap and need not be sorted). The chunk must
-    hold every event of every window. Windows run in parallel, one per numba thread. Every event
-    of the chunk is checked, also those outside all windows (DataFormatError as for one window).
+    hold every event of every window; all of its events are checked as in ``stacked_histogram``.
+    Windows run in parallel, one per numba thread.
     """
     shape = output_shape(height, width, nbins, downsample)
     cutoff = _cutoff(count_cutoff)
     if window_us <= 0:
         raise ConfigError(f"representation window must be > 0 us, got {window_us}")
-    t, x, y, p = cols = _columns(events, height, width)
-    first, stop = window_slices(t, window_ends_us, window_us)
+    cols = _columns(events, height, width)
+    first, stop = window_slices(cols[0], window_ends_us, window_us)
     out = np.zeros((len(first), *shape), np.uint8)
     if len(first) >= numba.get_num_threads():
-        flat = out.reshape(len(first), -1)
-        ok = bool(_windows_parallel(*cols, first, stop, flat, nbins, height, width, downsample, cutoff).all())
+        _fill_windows(
+            *cols, first, stop, out.reshape(len(first), -1), nbins, height, width, downsample, cutoff
+        )
     else:  # fewer windows than threads: parallelise inside each window instead
-        ok = True
-        for k, (a, z) in enumerate(zip(first.tolist(), stop.tolist(), strict=True)):
-            # the kernel checks the window's events, the step into the window is checked here
-            ok = ok and _fill(tuple(c[a:z] for c in cols), out[k], nbins, height, width, downsample, cutoff)
-            ok = ok and (a in (0, z) or t[a - 1] <= t[a])
-    for a, z in _gaps(first, stop, len(t)):
-        ok = ok and _range_valid(t[max(a - 1, 0) : z], x[a:z], y[a:z], p[a:z], height, width)
-    if not ok:
-        raise _invalid(events, height, width)
+        for k, (a, z) in enumerate(zip(first, stop, strict=True)):
+            _fill(tuple(c[a:z] for c in cols), out[k], nbins, height, width, downsample, cutoff)
     return out

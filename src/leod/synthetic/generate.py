@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from leod.atomic import atomic_path, write_json
 from leod.events.dat import write_dat
 from leod.labels.boxes import save_bbox_npy
+from leod.progress import progress_bar
 from leod.schema import to_dict
 from leod.synthetic.config import SPLITS, SyntheticConfig
 from leod.synthetic.simulate import sequence_seed, simulate_sequence
@@ -138,7 +138,12 @@ def generate_dataset(
                 for i in range(cfg.sequences.count(split))
             ]
         results = _map(_write_sequence, jobs, workers)
-        stats = list(tqdm(results, total=len(jobs), desc="synthetic", unit="seq", disable=not progress))
+        bar = progress_bar(len(jobs), "synthetic", "seq", enabled=progress)
+        stats = []
+        for row in results:
+            stats.append(row)
+            bar.update()
+        bar.close()
         summary = _summarise(cfg, height, width, classes, stats)
         write_json(tmp / "dataset.json", summary)
     return summary

@@ -32,7 +32,16 @@ from leod.atomic import atomic_path
 from leod.errors import DataFormatError, MissingInputError
 
 FORMAT_VERSION = 1
-_KEYS = ("format_version", "model_state", "optimizer_state", "scheduler_state", "step", "rng_state", "meta")
+_KEYS = (
+    "format_version",
+    "model_state",
+    "optimizer_state",
+    "scheduler_state",
+    "step",
+    "rng_state",
+    "meta",
+    "extra",
+)
 # Exactly what torch.load(weights_only=True) rebuilds. Exact types, not isinstance: numpy
 # scalars subclass float but are pickled as numpy objects, which that loader rejects.
 _PLAIN_SCALARS = (bool, int, float, str, type(None))
@@ -118,8 +127,12 @@ def save_checkpoint(
     step: int,
     rng_state: Mapping[str, Any],
     meta: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically (a killed run never leaves a truncated file behind).
+
+    ``extra`` holds run state the trainer needs for an exact resume beyond the model and
+    optimiser (e.g. the recurrent states of the streaming slots).
 
     Raises TypeError, before writing anything, if a field holds a value that
     ``torch.load(weights_only=True)`` could not read back.
@@ -134,6 +147,7 @@ def save_checkpoint(
         "step": step,
         "rng_state": rng_state,
         "meta": meta,
+        "extra": dict(extra or {}),
     }
     _check_plain(payload, "checkpoint")
     with atomic_path(path) as tmp:

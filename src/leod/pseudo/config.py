@@ -1,0 +1,97 @@
+"""params.yaml sections ``pseudo`` (how pseudo labels are made) and ``selftrain`` (how they are used)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from leod.schema import check_unit_interval, rng
+
+
+@dataclass(frozen=True)
+class TTAConfig:
+    """Test-time augmentation passes merged per frame (LEOD: all four)."""
+
+    hflip: bool = True
+    tflip: bool = True
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """LEOD's linear tracker: boxes of short tracks become ignore regions, misses are inpainted."""
+
+    #: class-aware greedy IoU matching threshold
+    iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
+    #: a track needs at least this many frames from birth to last match to be kept
+    min_track_len: int = field(default=6, metadata=rng(ge=1))
+    #: confidence of a new track, multiplied by ``conf_decay`` per missed frame; the track
+    #: is deleted once it falls under ``min_conf`` (0.9 * 0.9^k < 0.55: about 5 misses)
+    init_conf: float = field(default=0.9, metadata=rng(gt=0, le=1))
+    conf_decay: float = field(default=0.9, metadata=rng(gt=0, le=1))
+    min_conf: float = field(default=0.55, metadata=rng(ge=0, le=1))
+    #: "forward_or_backward": a box is dropped only if its track is short in both directions
+    method: Literal["forward", "forward_or_backward"] = "forward_or_backward"
+    #: add ignore boxes at frames a long track missed
+    inpaint: bool = True
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """How the previous round's model labels every training frame (LEOD's defaults)."""
+
+    #: per-class thresholds; a box is kept if objectness > obj_thresh[c] and class
+    #: confidence > cls_thresh[c] (LEOD Gen1: car 0.6, pedestrian 0.3)
+    obj_thresh: list[float]
+    cls_thresh: list[float]
+    #: score (obj x cls) threshold and NMS IoU of the raw and the TTA-merged predictions
+    conf_thresh: float = field(default=0.01, metadata=rng(ge=0, le=1))
+    nms_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
+    #: geometric filter (sensor pixels): both sides at least min_side, width at most max_width_frac * W
+    min_side: float = field(default=2.0, metadata=rng(ge=0))
+    max_width_frac: float = field(default=0.9, metadata=rng(gt=0, le=1))
+    tta: TTAConfig = field(default_factory=TTAConfig)
+    #: a time-reversed prediction made at representation k belongs to frame k + tflip_offset
+    tflip_offset: int = -1
+    #: the first frames of a sequence get no pseudo labels (the memory is still empty)
+    skip_first_frames: int = field(default=1, metadata=rng(ge=0))
+    batch_size: int = field(default=8, metadata=rng(ge=1))
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+
+    def check(self, key: str) -> None:
+        check_unit_interval(self.obj_thresh, f"{key}.obj_thresh")
+        check_unit_interval(self.cls_thresh, f"{key}.cls_thresh")
+
+
+@dataclass(frozen=True)
+class SelfTrainConfig:
+    """How a round trains on GT + pseudo labels (LEOD's rnndet-soft)."""
+
+    #: per class: a pseudo box whose objectness or class confidence is under this becomes an
+    #: ignore box (LEOD Gen1: car 0.7, pedestrian 0.35)
+    soft_thresh: list[float]
+    #: start each round from scratch (LEOD) or from the previous round's weights
+    init: Literal["scratch", "previous"] = "scratch"
+    #: quality gate: a round whose pseudo precision@0.5 is under this does not train and
+    #: carries the previous model forward (0 disables the gate)
+    min_precision: float = field(default=0.0, metadata=rng(ge=0, le=1))
+
+    def check(self, key: str) -> None:
+        check_unit_interval(self.soft_thresh, f"{key}.soft_thresh")
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """One self-training round: the model it learns from, and optional per-round overrides."""
+
+    prev: str
+    steps: int | None = field(default=None, metadata=rng(ge=1))
+    lr: float | None = field(default=None, metadata=rng(gt=0))
+    obj_thresh: list[float] | None = None
+    cls_thresh: list[float] | None = None
+    soft_thresh: list[float] | None = None
+
+    def check(self, key: str) -> None:
+        for name in ("obj_thresh", "cls_thresh", "soft_thresh"):
+            values = getattr(self, name)
+            if values is not None:
+                check_unit_interval(values, f"{key}.{name}")

@@ -1,0 +1,161 @@
+"""Pseudo labels for every training frame from the previous round's detector (LEOD).
+
+For each training sequence:
+
+1. stream it through the model in up to four test-time passes (as is, mirrored,
+   time-reversed, both); mirrored boxes are mirrored back and a time-reversed prediction
+   made at representation ``k`` is moved to frame ``k + tflip_offset``;
+2. merge the passes per frame with class-wise NMS, then keep a box when its objectness
+   and class confidence exceed its class's thresholds and its geometry is plausible;
+3. frames whose ground truth the split kept use exactly that ground truth instead;
+4. the linear tracker turns boxes of short tracks into ignore regions and inpaints ignore
+   boxes where a long track was missed.
+
+Coordinates are converted back to sensor pixels so the result reads like any label file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from leod.config import Params
+from leod.data.sequence import SequenceData
+from leod.labels.boxes import BOX_DTYPE, clip_to_frame
+from leod.model.detector import RecurrentDetector
+from leod.model.nms import batched_nms
+from leod.progress import progress_bar
+from leod.pseudo.config import PseudoConfig
+from leod.pseudo.store import SequenceLabels
+from leod.pseudo.tracker import track_filter
+from leod.training.inference import InferenceOptions, iter_frame_detections
+
+log = logging.getLogger("leod.pseudo")
+
+
+@dataclass(frozen=True)
+class PseudoStats:
+    frames: int
+    gt_frames: int
+    boxes: int
+    ignored: int
+
+
+def tta_passes(cfg: PseudoConfig) -> list[tuple[bool, bool]]:
+    """(hflip, tflip) of every test-time pass, the plain pass first."""
+    passes = [(False, False)]
+    if cfg.tta.hflip:
+        passes.append((True, False))
+    if cfg.tta.tflip:
+        passes.append((False, True))
+    if cfg.tta.hflip and cfg.tta.tflip:
+        passes.append((True, True))
+    return passes
+
+
+def target_frame(repr_index: int, tflip: bool, offset: int, num_frames: int) -> int | None:
+    """The frame a prediction belongs to. Run backwards in time, the model has seen window
+    ``k`` as ending where window ``k-1`` ends, so its prediction moves by ``offset`` (-1)."""
+    r = repr_index + (offset if tflip else 0)
+    return r if 0 <= r < num_frames else None
+
+
+def merge_frame(parts: Sequence[np.ndarray], cfg: PseudoConfig) -> np.ndarray:
+    """Class-wise NMS over the passes' boxes of one frame (score = objectness x class confidence)."""
+    boxes = np.concatenate(parts) if parts else np.zeros(0, BOX_DTYPE)
+    score = boxes["objectness"] * boxes["class_confidence"]
+    boxes = boxes[score >= cfg.conf_thresh]
+    if len(boxes) <= 1:
+        return boxes
+    xyxy = torch.from_numpy(
+        np.stack([boxes["x"], boxes["y"], boxes["x"] + boxes["w"], boxes["y"] + boxes["h"]], axis=1)
+    )
+    keep = batched_nms(
+        xyxy,
+        torch.from_numpy(boxes["objectness"] * boxes["class_confidence"]),
+        torch.from_numpy(boxes["class_id"].astype(np.int64)),
+        cfg.nms_iou,
+    )
+    return boxes[np.sort(keep.numpy())]
+
+
+def confident(boxes: np.ndarray, cfg: PseudoConfig, height: int, width: int) -> np.ndarray:
+    """LEOD's per-class thresholds (strict) and geometric filter, in the frame's pixels."""
+    cls = boxes["class_id"].astype(np.int64)
+    obj_t = np.asarray(cfg.obj_thresh, np.float32)[cls]
+    cls_t = np.asarray(cfg.cls_thresh, np.float32)[cls]
+    boxes = clip_to_frame(
+        boxes[(boxes["objectness"] > obj_t) & (boxes["class_confidence"] > cls_t)], height, width
+    )
+    ok = (
+        (boxes["w"] >= cfg.min_side)
+        & (boxes["h"] >= cfg.min_side)
+        & (boxes["w"] <= cfg.max_width_frac * width)
+    )
+    return boxes[ok]
+
+
+def pseudo_label_sequences(
+    model: RecurrentDetector,
+    seqs: Sequence[SequenceData],
+    kept: Mapping[str, list[int]],
+    params: Params,
+    device: torch.device,
+    progress: bool = True,
+) -> tuple[dict[str, SequenceLabels], PseudoStats]:
+    """Label every frame of ``seqs`` (see module docstring); returns labels and counts."""
+    cfg = params.pseudo
+    per_frame: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
+    passes = tta_passes(cfg)
+    total = sum(s.num_frames for s in seqs) * len(passes)
+    bar = progress_bar(total, "pseudolabel", "frame", enabled=progress)
+    frames_of = {s.name: s.num_frames for s in seqs}
+    for hflip, tflip in passes:
+        opts = InferenceOptions(
+            batch_size=cfg.batch_size,
+            chunk_length=params.loader.sequence_length,
+            conf_threshold=cfg.conf_thresh,
+            nms_iou=cfg.nms_iou,
+            amp=params.train.amp,
+            every_frame=True,
+            hflip=hflip,
+            tflip=tflip,
+        )
+        for det in iter_frame_detections(model, seqs, device, opts):
+            bar.update()
+            r = target_frame(det.repr_index, tflip, cfg.tflip_offset, frames_of[det.sequence])
+            if r is not None:
+                per_frame[(det.sequence, r)].append(det.boxes)
+    bar.close()
+
+    out: dict[str, SequenceLabels] = {}
+    n_frames = n_gt = n_boxes = n_ignored = 0
+    for seq in seqs:
+        height, width = seq.frame_shape[1:]
+        gt_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
+        reprs = list(range(min(cfg.skip_first_frames, seq.num_frames), seq.num_frames))
+        frames, is_gt = [], np.zeros(len(reprs), bool)
+        for i, r in enumerate(reprs):
+            if r in gt_repr:
+                boxes = seq.boxes(r).copy()
+                is_gt[i] = True
+            else:
+                boxes = confident(merge_frame(per_frame.get((seq.name, r), []), cfg), cfg, height, width)
+            boxes["t"] = seq.timestamps_us[r]  # every label sits at its frame's end time
+            frames.append(boxes)
+        frames, _ = track_filter(frames, is_gt, cfg.tracker, frame_times=seq.timestamps_us[reprs])
+        scale = np.float32(2.0 if seq.paths.downsample else 1.0)
+        for boxes in frames:
+            for key in ("x", "y", "w", "h"):
+                boxes[key] *= scale
+        out[seq.name] = SequenceLabels.from_frames(np.asarray(reprs, np.int64), frames)
+        n_frames += len(reprs)
+        n_gt += int(is_gt.sum())
+        n_boxes += sum(len(b) for b in frames)
+        n_ignored += sum(int(b["ignore"].sum()) for b in frames)
+    return out, PseudoStats(n_frames, n_gt, n_boxes, n_ignored)

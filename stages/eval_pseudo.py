@@ -1,0 +1,82 @@
+"""Stage ``eval_pseudo@rK``: precision/recall and COCO AP of a round's pseudo labels against the
+ground truth that the subsample stage withheld."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from leod.atomic import write_json, write_text
+from leod.config import Params
+from leod.data.layout import load_manifest
+from leod.data.sequence import load_split, open_sequences
+from leod.pseudo.quality import pr_curve, pseudo_label_quality
+from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
+from leod.stage import parser, run
+from leod.tracking import stage_run
+
+
+def body(args: argparse.Namespace, params: Params) -> None:
+    root = Path(args.data)
+    manifest = load_manifest(root)
+    kept = load_split(args.split).sequences
+    pseudo = load_pseudo_labels(Path(args.pseudo) / LABELS_FILE)
+    seqs = open_sequences(root, manifest, "train")
+    scale = np.float32(0.5 if manifest.downsample else 1.0)
+    pseudo_boxes, gt_boxes, withheld = {}, {}, {}
+    for seq in seqs:
+        if seq.name not in pseudo:
+            continue
+        labels = pseudo[seq.name].labels.copy()
+        for key in ("x", "y", "w", "h"):
+            labels[key] *= scale  # back to the representation pixels the GT is in
+        pseudo_boxes[seq.name] = labels
+        # ground truth stamped with its frame's representation time, as the pseudo labels are
+        parts = []
+        for r in seq.label_repr:
+            boxes = seq.boxes(int(r)).copy()
+            boxes["t"] = seq.timestamps_us[r]
+            parts.append(boxes)
+        gt_boxes[seq.name] = np.concatenate(parts) if parts else seq.boxes(0)[:0]
+        labelled = set(pseudo[seq.name].repr_idx.tolist())
+        kept_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
+        withheld[seq.name] = np.array(
+            sorted(seq.timestamps_us[r] for r in seq.label_repr if r in labelled and r not in kept_repr),
+            np.int64,
+        )
+    with stage_run(
+        f"eval_pseudo_{args.round}", {"round": args.round}, params.tracking.experiment, round_name=args.round
+    ) as tracker:
+        metrics = pseudo_label_quality(pseudo_boxes, gt_boxes, withheld, manifest.classes)
+        rows = pr_curve(pseudo_boxes, gt_boxes, withheld, manifest.classes)
+        write_json(args.out, metrics)
+        header = "threshold,precision,recall\n"
+        write_text(
+            args.pr,
+            header + "".join(f"{r['threshold']:.4f},{r['precision']:.6f},{r['recall']:.6f}\n" for r in rows),
+        )
+        tracker.log_metrics({f"pseudo/{k.replace('@', '_at_')}": v for k, v in metrics.items()})
+        tracker.log_artifact(args.out)
+    print(
+        f"eval_pseudo@{args.round}: precision@0.5 {metrics['precision@0.5']:.3f}, recall@0.5 "
+        f"{metrics['recall@0.5']:.3f}, AP {metrics['AP']:.3f} on {int(metrics['frames_evaluated'])} "
+        "withheld frames"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--round", required=True)
+    p.add_argument("--data", required=True, help="preprocessed dataset folder (full ground truth)")
+    p.add_argument("--split", required=True, help="split JSON (which GT frames were kept)")
+    p.add_argument("--pseudo", required=True, help="the round's pseudo-label folder")
+    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.add_argument("--pr", required=True, help="precision/recall curve CSV to write")
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Stages ``evaluate@<name>``: test-split COCO metrics (Prophesee protocol), a confusion matrix and the
+test predictions of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from leod.atomic import save_npz, write_json
+from leod.config import Params
+from leod.data.layout import load_manifest
+from leod.data.sequence import open_sequences
+from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
+from leod.stage import parser, run
+from leod.tracking import stage_run
+from leod.training.device import pick_device
+from leod.training.inference import evaluate_model
+from leod.training.loop import build_model
+
+
+def body(args: argparse.Namespace, params: Params) -> None:
+    root = Path(args.data)
+    manifest = load_manifest(root)
+    seqs = open_sequences(root, manifest, args.split)
+    device = pick_device(params.train.device)
+    model = build_model(Path(args.model), params).to(device)
+    log_params = {"model": args.model, "split": args.split}
+    with stage_run(
+        f"evaluate_{args.name}", log_params, params.tracking.experiment, round_name=args.name
+    ) as tracker:
+        ev = evaluate_model(model, seqs, manifest, params, device, params.train.eval_batch_size)
+        matrix = confusion_matrix(
+            ev.gt, ev.predictions, manifest.classes, ev.filt, time_tol_us=ev.time_tol_us
+        )
+        write_json(args.out, ev.result.metrics)
+        write_confusion_csv(args.confusion, matrix, manifest.classes)
+        save_npz(args.predictions, **dict(zip(ev.names, ev.predictions, strict=True)))
+        tracker.log_metrics({f"test/{k}": v for k, v in ev.result.metrics.items()})
+        tracker.log_artifact(args.out)
+        tracker.log_artifact(args.confusion)
+    print(ev.result.summary)
+    print(f"{args.name}: {args.split} AP {ev.result.metrics['AP']:.4f}, AP50 {ev.result.metrics['AP50']:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--name", required=True, help="what is evaluated (r0, full, r1, ...)")
+    p.add_argument("--data", required=True, help="preprocessed dataset folder")
+    p.add_argument("--model", required=True, help="trained model folder")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.add_argument("--confusion", required=True, help="confusion-matrix CSV to write")
+    p.add_argument("--predictions", required=True, help="predictions to write (npz, one array per sequence)")
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Stage ``pseudolabel@rK``: the model of round K-1 labels every training frame (TTA + tracking)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from leod.atomic import atomic_path, write_json
+from leod.config import Params
+from leod.data.layout import load_manifest
+from leod.data.sequence import load_split, open_sequences
+from leod.pseudo.label import pseudo_label_sequences
+from leod.pseudo.store import LABELS_FILE, save_pseudo_labels
+from leod.schema import to_dict
+from leod.stage import parser, run
+from leod.tracking import stage_run
+from leod.training.device import pick_device
+from leod.training.loop import build_model
+
+
+def body(args: argparse.Namespace, params: Params) -> None:
+    params = params.for_round(args.round)
+    root = Path(args.data)
+    manifest = load_manifest(root)
+    kept = load_split(args.split).sequences
+    seqs = open_sequences(root, manifest, "train")
+    device = pick_device(params.train.device)
+    model = build_model(Path(args.model), params).to(device)
+    log_params = {"round": args.round, "teacher": args.model, "pseudo": to_dict(params.pseudo)}
+    with stage_run(
+        f"pseudolabel_{args.round}", log_params, params.tracking.experiment, round_name=args.round
+    ) as tr:
+        labels, stats = pseudo_label_sequences(
+            model, seqs, kept, params, device, progress=not args.no_progress
+        )
+        summary = {
+            "frames": stats.frames,
+            "gt_frames": stats.gt_frames,
+            "boxes": stats.boxes,
+            "ignored": stats.ignored,
+            "teacher": args.model,
+        }
+        with atomic_path(args.out, is_dir=True) as tmp:
+            save_pseudo_labels(tmp / LABELS_FILE, labels)
+            write_json(tmp / "summary.json", summary)
+        tr.log_metrics({f"pseudo/{k}": float(v) for k, v in summary.items() if k != "teacher"})
+    print(
+        f"pseudolabel@{args.round}: {stats.frames} frames ({stats.gt_frames} with kept GT), "
+        f"{stats.boxes} boxes, "
+        f"{stats.ignored} of them ignore regions -> {args.out}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--round", required=True, help="round name (r1, r2, ...)")
+    p.add_argument("--data", required=True, help="preprocessed dataset folder")
+    p.add_argument("--split", required=True, help="split JSON from subsample (kept GT frames)")
+    p.add_argument("--model", required=True, help="the previous round's model folder (the teacher)")
+    p.add_argument("--out", required=True, help="output folder (pseudo/<round>)")
+    return run(body, p, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
