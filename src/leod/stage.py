@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,10 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+
 def run(
     body: Callable[[argparse.Namespace, Params], None],
     p: argparse.ArgumentParser,
@@ -34,6 +39,9 @@ def run(
 ) -> int:
     """Parse ``argv``, load and validate params, then run ``body``; returns the exit status."""
     args = p.parse_args(argv)
+    # a terminated stage (Ctrl-C, `kill`, a stopped DVC queue) unwinds like an exception, so
+    # temporary outputs are removed and the MLflow run is closed instead of left RUNNING
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)

@@ -235,7 +235,10 @@ def train(
             log.info("step %d: val AP %.4f (best %.4f at %d)", step, row["val/AP"], best_ap, best_step)
         if row:
             history.append(row)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=step)
+            # val/* went to the tracker inside validate(), with the per-class APs
+            tracker.log_metrics(
+                {k: v for k, v in row.items() if k != "step" and not k.startswith("val/")}, step=step
+            )
             if log_row:
                 log_row(row)
         if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
