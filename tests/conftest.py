@@ -25,3 +25,16 @@ def params_dict() -> dict:
     import yaml
 
     return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def run_stage():
+    """Run a stage script as DVC would (a fresh process), returning its exit status and output."""
+    import subprocess
+    import sys
+
+    def run(stage: str, *args: object) -> subprocess.CompletedProcess:
+        script = REPO / "stages" / f"{stage}.py"
+        return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True)
+
+    return run

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -68,25 +66,20 @@ def test_flatten_gives_dotted_keys(repo_root):
     assert flat["datasets.gen1.evaluation.min_diag"] == 30
 
 
-def test_stage_rejects_bad_params_before_work(tmp_path, params_dict, repo_root):
+def test_stage_rejects_bad_params_before_work(tmp_path, params_dict, run_stage):
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(variant(params_dict, "subsample.ratio", -0.5)))
     out = tmp_path / "split.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(repo_root / "stages" / "subsample.py"),
-            "--params",
-            str(bad),
-            "--data",
-            str(tmp_path / "missing"),
-            "--out",
-            str(out),
-            "--metrics",
-            str(tmp_path / "m.json"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_stage(
+        "subsample",
+        "--params",
+        bad,
+        "--data",
+        tmp_path / "missing",
+        "--out",
+        out,
+        "--metrics",
+        tmp_path / "m.json",
     )
     assert proc.returncode == 2
     assert "subsample.ratio" in proc.stderr and proc.stderr.count("\n") == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -84,27 +83,13 @@ def test_rvt_download_is_indexed_not_copied(raw, tmp_path):
     assert seq.representations.is_file()
 
 
-def run_stage(repo: Path, params: dict, raw_dir: Path, out: Path) -> subprocess.CompletedProcess:
+def preprocess(run_stage, params: dict, raw_dir: Path, out: Path) -> subprocess.CompletedProcess:
     pfile = out.parent / "params.yaml"
     pfile.write_text(yaml.safe_dump(params))
-    return subprocess.run(
-        [
-            sys.executable,
-            str(repo / "stages" / "preprocess.py"),
-            "--params",
-            str(pfile),
-            "--raw",
-            str(raw_dir),
-            "--out",
-            str(out),
-            "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    return run_stage("preprocess", "--params", pfile, "--raw", raw_dir, "--out", out, "--no-progress")
 
 
-def test_stage_bad_box_file_names_the_file_and_leaves_nothing(raw, tmp_path, repo_root):
+def test_stage_bad_box_file_names_the_file_and_leaves_nothing(raw, tmp_path, run_stage):
     raw_dir, d = raw
     bad_raw = tmp_path / "raw"
     import shutil
@@ -114,24 +99,24 @@ def test_stage_bad_box_file_names_the_file_and_leaves_nothing(raw, tmp_path, rep
     boxes = np.load(victim, allow_pickle=False)
     boxes["w"][3] = np.nan
     np.save(victim, boxes)
-    proc = run_stage(repo_root, d, bad_raw, tmp_path / "pre")
+    proc = preprocess(run_stage, d, bad_raw, tmp_path / "pre")
     assert proc.returncode == 2
     assert victim.name in proc.stderr and "non-finite 'w'" in proc.stderr
     assert not (tmp_path / "pre").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pre.")]  # no temporary left over
 
 
-def test_stage_events_outside_the_sensor(raw, tmp_path, repo_root):
+def test_stage_events_outside_the_sensor(raw, tmp_path, run_stage):
     raw_dir, d = raw
     d2 = copy.deepcopy(d)
     d2["datasets"]["synthetic"].update(width=32)  # the recordings are 64 wide
-    proc = run_stage(repo_root, d2, raw_dir, tmp_path / "pre")
+    proc = preprocess(run_stage, d2, raw_dir, tmp_path / "pre")
     assert proc.returncode == 2 and "_td.dat" in proc.stderr and "width" in proc.stderr
     assert not (tmp_path / "pre").exists()
 
 
-def test_stage_missing_raw_folder(tmp_path, params_dict, repo_root):
-    proc = run_stage(repo_root, params_dict, tmp_path / "nowhere", tmp_path / "pre")
+def test_stage_missing_raw_folder(tmp_path, params_dict, run_stage):
+    proc = preprocess(run_stage, params_dict, tmp_path / "nowhere", tmp_path / "pre")
     assert proc.returncode == 2 and "nowhere" in proc.stderr and "does not exist" in proc.stderr
 
 

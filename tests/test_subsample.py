@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,45 +72,35 @@ def test_empty_split_and_missing_files(tmp_path):
         make_split(manifest, tmp_path, SubsampleConfig(), history=1)
 
 
-def test_stage_needs_preprocessed_data(tmp_path, repo_root):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(repo_root / "stages" / "subsample.py"),
-            "--params",
-            str(repo_root / "params.yaml"),
-            "--data",
-            str(tmp_path / "nothing"),
-            "--out",
-            str(tmp_path / "s.json"),
-            "--metrics",
-            str(tmp_path / "m.json"),
-        ],
-        capture_output=True,
-        text=True,
+def test_stage_needs_preprocessed_data(tmp_path, repo_root, run_stage):
+    proc = run_stage(
+        "subsample",
+        "--params",
+        repo_root / "params.yaml",
+        "--data",
+        tmp_path / "nothing",
+        "--out",
+        tmp_path / "s.json",
+        "--metrics",
+        tmp_path / "m.json",
     )
     assert proc.returncode == 2, proc.stderr
     assert "run `dvc repro preprocess`" in proc.stderr
     assert not (tmp_path / "s.json").exists()
 
 
-def test_stage_writes_split_and_metrics(tmp_path, repo_root):
+def test_stage_writes_split_and_metrics(tmp_path, repo_root, run_stage):
     make_dataset(tmp_path / "data", {"a": 50, "b": 50})
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(repo_root / "stages" / "subsample.py"),
-            "--params",
-            str(repo_root / "params.yaml"),
-            "--data",
-            str(tmp_path / "data"),
-            "--out",
-            str(tmp_path / "s.json"),
-            "--metrics",
-            str(tmp_path / "m.json"),
-        ],
-        capture_output=True,
-        text=True,
+    proc = run_stage(
+        "subsample",
+        "--params",
+        repo_root / "params.yaml",
+        "--data",
+        tmp_path / "data",
+        "--out",
+        tmp_path / "s.json",
+        "--metrics",
+        tmp_path / "m.json",
     )
     assert proc.returncode == 0, proc.stderr
     assert "kept" in proc.stdout

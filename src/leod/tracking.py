@@ -6,7 +6,7 @@ two are linked by tags on each run (git commit, DVC experiment name, DVC stage).
 Where runs go
     ``MLFLOW_TRACKING_URI`` when set; otherwise an absolute ``sqlite:////<root>/mlflow.db``.
     The root is ``DVC_ROOT`` when DVC runs the stage (queued experiments run in a temp copy
-    ``.dvc/tmp/exps/tmpXXXX`` that is deleted afterwards, while ``DVC_ROOT`` names the main
+    ``.dvc/tmp/exps/tmp<random>`` that is deleted afterwards, while ``DVC_ROOT`` names the main
     repository), else the nearest parent folder holding ``dvc.yaml`` or ``.git``, else the
     working directory. A relative URI would write into the temp copy and lose the runs.
     For a sqlite store, artefacts go to the absolute folder ``mlruns`` beside the database,
