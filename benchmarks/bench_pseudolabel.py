@@ -21,7 +21,7 @@ from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
 from leod.pseudo.label import pseudo_label_sequences, tta_passes
 from leod.training.device import pick_device
-from leod.training.loop import build_model
+from leod.training.model_files import build_model
 
 
 def main() -> None:

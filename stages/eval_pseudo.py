@@ -7,13 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from leod.atomic import write_json, write_text
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
-from leod.pseudo.quality import pr_curve, pseudo_label_quality
+from leod.pseudo.quality import pr_curve, pseudo_label_quality, quality_inputs
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
 from leod.stage import parser, run
 from leod.tracking import stage_run
@@ -25,33 +23,12 @@ def body(args: argparse.Namespace, params: Params) -> None:
     kept = load_split(args.split).sequences
     pseudo = load_pseudo_labels(Path(args.pseudo) / LABELS_FILE)
     seqs = open_sequences(root, manifest, "train")
-    scale = np.float32(0.5 if manifest.downsample else 1.0)
-    pseudo_boxes, gt_boxes, withheld = {}, {}, {}
-    for seq in seqs:
-        if seq.name not in pseudo:
-            continue
-        labels = pseudo[seq.name].labels.copy()
-        for key in ("x", "y", "w", "h"):
-            labels[key] *= scale  # back to the representation pixels the GT is in
-        pseudo_boxes[seq.name] = labels
-        # ground truth stamped with its frame's representation time, as the pseudo labels are
-        parts = []
-        for r in seq.label_repr:
-            boxes = seq.boxes(int(r)).copy()
-            boxes["t"] = seq.timestamps_us[r]
-            parts.append(boxes)
-        gt_boxes[seq.name] = np.concatenate(parts) if parts else seq.boxes(0)[:0]
-        labelled = set(pseudo[seq.name].repr_idx.tolist())
-        kept_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
-        withheld[seq.name] = np.array(
-            sorted(seq.timestamps_us[r] for r in seq.label_repr if r in labelled and r not in kept_repr),
-            np.int64,
-        )
+    inputs = quality_inputs(seqs, pseudo, kept, manifest.downsample)
     with stage_run(
         f"eval_pseudo_{args.round}", {"round": args.round}, params.tracking.experiment, round_name=args.round
     ) as tracker:
-        metrics = pseudo_label_quality(pseudo_boxes, gt_boxes, withheld, manifest.classes)
-        rows = pr_curve(pseudo_boxes, gt_boxes, withheld, manifest.classes)
+        metrics = pseudo_label_quality(inputs.pseudo, inputs.gt, inputs.withheld, manifest.classes)
+        rows = pr_curve(inputs.pseudo, inputs.gt, inputs.withheld, manifest.classes)
         write_json(args.out, metrics)
         header = "threshold,precision,recall\n"
         write_text(

@@ -16,7 +16,7 @@ from leod.stage import parser, run
 from leod.tracking import stage_run
 from leod.training.device import pick_device
 from leod.training.inference import evaluate_model
-from leod.training.loop import build_model
+from leod.training.model_files import build_model
 
 
 def body(args: argparse.Namespace, params: Params) -> None:

@@ -13,7 +13,8 @@ from leod.data.layout import load_manifest
 from leod.preprocess.dataset import convert_dataset
 from leod.subsample import make_split
 from leod.synthetic.generate import generate_dataset
-from leod.training.loop import build_model, train
+from leod.training.loop import train
+from leod.training.model_files import build_model
 from tiny import tiny_dict
 
 
@@ -127,7 +128,7 @@ def test_saved_model_rebuilds_and_rejects_other_presets(tiny_data):
 def test_non_finite_loss_stops_with_a_clear_error(tiny_data):
     from leod.errors import LeodError
     from leod.model.detector import RecurrentDetector
-    from leod.training.loop import save_model
+    from leod.training.model_files import save_model
 
     root, info = tiny_data
     params = tiny_params(info["params"], steps=6, checkpoint_every=1)

@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_dict(params: dict, train_sequences: int = 2) -> dict:
@@ -18,3 +28,51 @@ def tiny_dict(params: dict, train_sequences: int = 2) -> dict:
     d["preprocess"]["workers"] = 1
     d["loader"].update(batch_size=2, sequence_length=3)
     return d
+
+
+def tiny_chain(params: dict) -> dict:
+    """The whole DVC chain shrunk to seconds: 3 train sequences, 4 steps, one round."""
+    p = tiny_dict(params, train_sequences=3)
+    p["subsample"]["ratio"] = 0.2
+    p["train"].update(steps=4, eval_every=4, checkpoint_every=2, log_every=1, pct_start=0.5, device="cpu")
+    p["pseudo"].update(batch_size=2)
+    p["rounds"] = {"r1": {"prev": "r0"}}
+    return p
+
+
+def git(repo: Path, *args: str) -> str:
+    """A git command in ``repo`` with a fixed identity; its stdout."""
+    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo_copy(dest: Path, edit: Callable[[dict], dict]) -> Path:
+    """The project's tracked files (no results) in a new git repository at ``dest``, with
+    params.yaml passed through ``edit``, committed: what a fresh clone would hold."""
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in files.stdout.split():
+        src = REPO / name
+        if src.is_file() and not name.startswith(("metrics/", "reports/")) and name != "dvc.lock":
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    params = edit(yaml.safe_load((dest / "params.yaml").read_text()))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "tiny")
+    return dest
+
+
+def dvc_env(**extra: str) -> dict[str, str]:
+    """Environment for running dvc (and the stages it spawns) from this venv, offline."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # default: the store at the repository root
+    env.update(DVC_NO_ANALYTICS="1", LEOD_TRACKING="1", PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command; fail the test with its output tail when it fails."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc

@@ -208,16 +208,17 @@ def _check_names(runs: Sequence[str], full: str | None) -> None:
 
 def collect_rows(
     metrics_dir: str | os.PathLike[str],
-    reports_dir: str | os.PathLike[str],
+    reports_dir: str | os.PathLike[str] | None,
     runs: Sequence[str],
     full: str | None,
 ) -> list[RunRow]:
     """One row per run, in the order given (``runs[0]`` is the baseline), then ``full``.
 
     ``runs`` is the round chain as params.yaml's ``prev`` links order it (r0, r1, r2, ...).
+    ``reports_dir`` None: the pseudo-label PR curves are not read (tables do not need them).
     """
     _check_names(runs, full)
-    metrics_dir, reports_dir = Path(metrics_dir), Path(reports_dir)
+    metrics_dir = Path(metrics_dir)
     names = [*runs, *([full] if full else [])]
     test = {n: read_metrics(metrics_dir / f"test_{n}.json") for n in names}
     base_ap = _defined(test[runs[0]], "AP")
@@ -230,10 +231,11 @@ def collect_rows(
         paths = {"test": metrics_dir / f"test_{name}.json", "train": metrics_dir / f"train_{name}.json"}
         if kind == "round":
             paths["pseudo"] = metrics_dir / f"pseudo_{name}.json"
-            paths["pr"] = reports_dir / f"pseudo_{name}" / "pr.csv"
+            if reports_dir is not None:
+                paths["pr"] = Path(reports_dir) / f"pseudo_{name}" / "pr.csv"
         train = read_metrics(paths["train"], {"gated": bool, "gate_reason": str})
         pseudo = read_metrics(paths["pseudo"]) if kind == "round" else None
-        pr = read_pr_curve(paths["pr"]) if kind == "round" else None
+        pr = read_pr_curve(paths["pr"]) if "pr" in paths else None
         if kind == "round":
             gap, note = gap_closed(_defined(test[name], "AP"), base_ap, full_ap)
         else:
@@ -344,6 +346,28 @@ def runs_table(rows: Sequence[RunRow]) -> str:
                 _gate_cell(r),
             ]
         )
+    return _table(header, lines)
+
+
+def compact_table(sources: Mapping[str, Sequence[RunRow]]) -> str:
+    """The headline columns of several sources' runs in one table (``python -m leod compare``)."""
+    header = ["source", "run", "test AP", "AP50", f"pseudo P@{POINT_IOU}", f"pseudo R@{POINT_IOU}"]
+    header += ["gap closed", "gated"]
+    lines = []
+    for label, rows in sources.items():
+        for r in rows:
+            lines.append(
+                [
+                    label,
+                    r.name,
+                    _cell(r.test, r.ap("AP")),
+                    _cell(r.test, r.ap("AP50")),
+                    _cell(r.pseudo, r.pseudo_value(PRECISION_KEY), applicable=r.is_round),
+                    _cell(r.pseudo, r.pseudo_value(RECALL_KEY), applicable=r.is_round),
+                    _gap_cell(r) if r.is_round else "-",
+                    _gate_cell(r),
+                ]
+            )
     return _table(header, lines)
 
 

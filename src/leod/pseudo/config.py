@@ -18,20 +18,14 @@ class TTAConfig:
 
 @dataclass(frozen=True)
 class TrackerConfig:
-    """LEOD's linear tracker: boxes of short tracks become ignore regions, misses are inpainted."""
+    """LEOD's linear tracker settings as the tracker takes them (built from ``pseudo.*``)."""
 
-    #: class-aware greedy IoU matching threshold
-    iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
-    #: a track needs at least this many frames from birth to last match to be kept
-    min_track_len: int = field(default=6, metadata=rng(ge=1))
-    #: confidence of a new track, multiplied by ``conf_decay`` per missed frame; the track
-    #: is deleted once it falls under ``min_conf`` (0.9 * 0.9^k < 0.55: about 5 misses)
-    init_conf: float = field(default=0.9, metadata=rng(gt=0, le=1))
-    conf_decay: float = field(default=0.9, metadata=rng(gt=0, le=1))
-    min_conf: float = field(default=0.55, metadata=rng(ge=0, le=1))
-    #: "forward_or_backward": a box is dropped only if its track is short in both directions
+    iou: float = 0.45
+    min_track_len: int = 6
+    init_conf: float = 0.9
+    conf_decay: float = 0.9
+    min_conf: float = 0.55
     method: Literal["forward", "forward_or_backward"] = "forward_or_backward"
-    #: add ignore boxes at frames a long track missed
     inpaint: bool = True
 
 
@@ -55,11 +49,37 @@ class PseudoConfig:
     #: the first frames of a sequence get no pseudo labels (the memory is still empty)
     skip_first_frames: int = field(default=1, metadata=rng(ge=0))
     batch_size: int = field(default=8, metadata=rng(ge=1))
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    # LEOD's linear tracker: boxes of short tracks become ignore regions, misses are inpainted
+    #: class-aware greedy IoU matching threshold
+    track_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
+    #: a track needs at least this many frames from birth to last match to be kept
+    min_track_len: int = field(default=6, metadata=rng(ge=1))
+    #: confidence of a new track, multiplied by ``track_conf_decay`` per missed frame; the
+    #: track is deleted once it falls under ``track_min_conf`` (0.9 * 0.9^k < 0.55: ~5 misses)
+    track_init_conf: float = field(default=0.9, metadata=rng(gt=0, le=1))
+    track_conf_decay: float = field(default=0.9, metadata=rng(gt=0, le=1))
+    track_min_conf: float = field(default=0.55, metadata=rng(ge=0, le=1))
+    #: "forward_or_backward": a box is dropped only if its track is short in both directions
+    track_method: Literal["forward", "forward_or_backward"] = "forward_or_backward"
+    #: add ignore boxes at frames a long track missed
+    inpaint: bool = True
 
     def check(self, key: str) -> None:
         check_unit_interval(self.obj_thresh, f"{key}.obj_thresh")
         check_unit_interval(self.cls_thresh, f"{key}.cls_thresh")
+
+    @property
+    def tracker(self) -> TrackerConfig:
+        """The tracker's settings (flat in params.yaml so ``-S pseudo.min_track_len=8`` works)."""
+        return TrackerConfig(
+            iou=self.track_iou,
+            min_track_len=self.min_track_len,
+            init_conf=self.track_init_conf,
+            conf_decay=self.track_conf_decay,
+            min_conf=self.track_min_conf,
+            method=self.track_method,
+            inpaint=self.inpaint,
+        )
 
 
 @dataclass(frozen=True)

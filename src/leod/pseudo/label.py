@@ -69,17 +69,15 @@ def merge_frame(parts: Sequence[np.ndarray], cfg: PseudoConfig) -> np.ndarray:
     """Class-wise NMS over the passes' boxes of one frame (score = objectness x class confidence)."""
     boxes = np.concatenate(parts) if parts else np.zeros(0, BOX_DTYPE)
     score = boxes["objectness"] * boxes["class_confidence"]
-    boxes = boxes[score >= cfg.conf_thresh]
+    confident_enough = score >= cfg.conf_thresh
+    boxes, score = boxes[confident_enough], score[confident_enough]
     if len(boxes) <= 1:
         return boxes
     xyxy = torch.from_numpy(
         np.stack([boxes["x"], boxes["y"], boxes["x"] + boxes["w"], boxes["y"] + boxes["h"]], axis=1)
     )
     keep = batched_nms(
-        xyxy,
-        torch.from_numpy(boxes["objectness"] * boxes["class_confidence"]),
-        torch.from_numpy(boxes["class_id"].astype(np.int64)),
-        cfg.nms_iou,
+        xyxy, torch.from_numpy(score), torch.from_numpy(boxes["class_id"].astype(np.int64)), cfg.nms_iou
     )
     return boxes[np.sort(keep.numpy())]
 

@@ -47,10 +47,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from leod.config import EvalFilter
+from leod.data.sequence import SequenceData
 from leod.errors import ConfigError, DataFormatError, LeodError
 from leod.evaluation.confusion import box_corners, greedy_match
 from leod.evaluation.prophesee import UNDEFINED, evaluate_detection
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.pseudo.store import SequenceLabels
+from leod.training.inference import ground_truth
 
 #: IoU thresholds of the precision / recall keys (LEOD's ``val_dst.py`` uses the same three).
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
@@ -302,3 +305,35 @@ def pr_curve(
             }
         )
     return rows
+
+
+@dataclass(frozen=True)
+class QualityInputs:
+    """What :func:`pseudo_label_quality` compares, per sequence name."""
+
+    pseudo: dict[str, np.ndarray]  # pseudo labels in representation pixels
+    gt: dict[str, np.ndarray]  # every GT box, stamped at its frame's time like the pseudo labels
+    withheld: dict[str, np.ndarray]  # frame times whose GT the split withheld and that were labelled
+
+
+def quality_inputs(
+    seqs: Sequence[SequenceData],
+    pseudo: Mapping[str, SequenceLabels],
+    kept: Mapping[str, Sequence[int]],
+    downsample: bool,
+) -> QualityInputs:
+    """Pair a round's pseudo labels (sensor pixels) with the ground truth of the same frames."""
+    scale = np.float32(0.5 if downsample else 1.0)
+    labelled_seqs = [s for s in seqs if s.name in pseudo]
+    gt = ground_truth(labelled_seqs, at_frame_time=True)
+    boxes, withheld = {}, {}
+    for seq in labelled_seqs:
+        labels = pseudo[seq.name].labels.copy()
+        for key in ("x", "y", "w", "h"):
+            labels[key] *= scale  # back to the representation pixels the GT is in
+        boxes[seq.name] = labels
+        labelled = set(pseudo[seq.name].repr_idx.tolist())
+        kept_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
+        times = [seq.timestamps_us[r] for r in seq.label_repr if r in labelled and r not in kept_repr]
+        withheld[seq.name] = np.array(sorted(times), np.int64)
+    return QualityInputs(boxes, gt, withheld)

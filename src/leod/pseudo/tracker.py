@@ -283,7 +283,7 @@ def _check_inputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate the call; return the per-frame GT flags and frame times as flat arrays."""
     if cfg.method not in _METHODS:
-        raise ConfigError(f"pseudo.tracker.method: {cfg.method!r} is not one of {list(_METHODS)}")
+        raise ConfigError(f"pseudo.track_method: {cfg.method!r} is not one of {list(_METHODS)}")
     gt = np.asarray(is_gt)
     if gt.dtype != np.bool_ or gt.shape != (len(frames),):
         raise DataFormatError(

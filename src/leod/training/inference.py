@@ -115,11 +115,21 @@ def predict_sequences(
     return out
 
 
-def ground_truth(seqs: Sequence[SequenceData]) -> dict[str, np.ndarray]:
-    """All label-frame boxes of each sequence (representation pixels), time-sorted."""
+def ground_truth(seqs: Sequence[SequenceData], at_frame_time: bool = False) -> dict[str, np.ndarray]:
+    """All label-frame boxes of each sequence (representation pixels), time-sorted.
+
+    ``at_frame_time``: stamp each box with its representation frame's end time instead of
+    its label time, as pseudo labels are stamped, so the two can be matched frame by frame.
+    """
     out = {}
     for seq in seqs:
-        parts = [seq.boxes(int(r)) for r in seq.label_repr]
+        parts = []
+        for r in seq.label_repr:
+            boxes = seq.boxes(int(r))
+            if at_frame_time:
+                boxes = boxes.copy()
+                boxes["t"] = seq.timestamps_us[r]
+            parts.append(boxes)
         out[seq.name] = np.concatenate(parts) if parts else np.zeros(0, dtype=BOX_DTYPE)
     return out
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leod.atomic import atomic_path, write_json
 from leod.config import Params
+from leod.data.batch import Batch
 from leod.data.layout import Manifest, load_manifest
 from leod.data.loader import iterate_batches
 from leod.data.sampling import TrainSampler
@@ -41,12 +41,11 @@ from leod.tracking import NullTracker
 from leod.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from leod.training.device import autocast, pick_device
 from leod.training.inference import evaluate_model
+from leod.training.model_files import load_weights, save_model
 
 log = logging.getLogger("leod.train")
 
 LAST = "last.pt"
-BEST_WEIGHTS = "model.pt"
-MODEL_INFO = "model.json"
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def supervised_targets(batch, model: RecurrentDetector) -> BoxTargets:
+def supervised_targets(batch: Batch) -> BoxTargets:
     """The targets of the supervised (time, sample) pairs, in ``supervised.nonzero()`` order."""
     t_idx, b_idx = batch.supervised.nonzero(as_tuple=True)
     rows = batch.targets[t_idx, b_idx]  # (S, N, 5): class, cx, cy, w, h
@@ -179,9 +178,7 @@ def train(
         states = model.reset(states, batch.is_first)
         with autocast(device, tcfg.amp):
             preds, new_states = model.forward_sequence(batch.frames, states, batch.supervised)
-            terms = (
-                model.loss(preds, supervised_targets(batch, model).to(device)) if preds is not None else None
-            )
+            terms = model.loss(preds, supervised_targets(batch).to(device)) if preds is not None else None
         # streaming slots carry their memory on; random-access slots start fresh every batch
         states = model.detach(new_states)
         if terms is None:  # no kept label frame in this batch: memory only, no update
@@ -271,45 +268,3 @@ def run_meta(
         "preset": params.model_config.preset,
         "num_classes": params.model_config.num_classes,
     }
-
-
-def save_model(model_dir: Path, model: RecurrentDetector, params: Params, info: dict) -> None:
-    """Best weights plus what is needed to rebuild the model (config, classes)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(model_dir / BEST_WEIGHTS) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    write_json(
-        model_dir / MODEL_INFO,
-        {"model": to_dict(params.model_config), "classes": params.preset.classes, **info},
-    )
-
-
-def load_weights(model_dir: Path, params: Params) -> dict[str, torch.Tensor]:
-    """Weights saved by :func:`save_model`, checked against the current model params."""
-    import json
-
-    from leod.errors import DataFormatError, MissingInputError
-
-    info_path, weights = Path(model_dir) / MODEL_INFO, Path(model_dir) / BEST_WEIGHTS
-    if not info_path.is_file() or not weights.is_file():
-        raise MissingInputError(
-            f"{model_dir}: no trained model here (expected {BEST_WEIGHTS} and {MODEL_INFO})"
-        )
-    info = json.loads(info_path.read_text())
-    want = to_dict(params.model_config)
-    for key in ("preset", "num_classes", "in_channels", "embed_dim", "dim_head"):
-        if info["model"].get(key) != want.get(key):
-            raise DataFormatError(
-                f"{model_dir}: model was trained with model.{key}={info['model'].get(key)!r} "
-                f"but params say {want.get(key)!r}"
-            )
-    try:
-        return torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged zip/pickle fails in many ways
-        raise DataFormatError(f"corrupt model weights {weights}: {exc}") from exc
-
-
-def build_model(model_dir: Path, params: Params) -> RecurrentDetector:
-    model = RecurrentDetector(params.model_config)
-    model.load_state_dict(load_weights(model_dir, params))
-    return model

@@ -1,0 +1,105 @@
+"""``python -m leod`` (or ``leod``): commands that work on what the pipeline produced.
+
+``compare [SOURCE ...]``
+    The round table (test AP, pseudo precision/recall, gap closed) of the workspace, of git
+    revisions or of DVC experiments, read from metrics/ only (see :mod:`leod.compare`).
+``register [--model DIR] [--name NAME] [--alias ALIAS]``
+    Publish a model folder to the MLflow registry and point an alias at it, then load it
+    back through ``models:/NAME@ALIAS`` and check it predicts exactly what the folder's
+    model predicts (see :mod:`leod.registry`).
+
+Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
+its results. Errors are one ``error:`` line and exit status 2, as for the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from leod.config import Params, load_params
+from leod.errors import LeodError
+from leod.stage import EXIT_BAD_INPUT
+
+DEFAULT_NAME = "leod-detector"
+DEFAULT_ALIAS = "champion"
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from leod.compare import compare
+
+    print(compare(Path(args.repo), args.sources, args.metrics))
+
+
+def _check_frames(params: Params, args: argparse.Namespace) -> np.ndarray:
+    """A few test-split frames to compare the registered model's predictions against."""
+    from leod.data.layout import load_manifest
+    from leod.data.sequence import open_sequences
+
+    root = Path(args.data)
+    seqs = open_sequences(root, load_manifest(root), "test")
+    if not seqs:
+        raise LeodError(f"{root}: no test sequences to check the registered model on")
+    seq = seqs[0]
+    return seq.read_frames(0, min(args.check_frames, seq.num_frames))
+
+
+def cmd_register(args: argparse.Namespace) -> None:
+    from leod.registry import load_registered, register_model
+    from leod.serving import detect_frames
+    from leod.training.model_files import load_model
+
+    params = load_params(args.params)
+    model_dir = Path(args.model or f"models/{params.round_order()[-1] if params.rounds else 'r0'}")
+    done = register_model(model_dir, args.name, args.alias, params.tracking.experiment)
+    print(f"registered {model_dir} as {done.name} version {done.version}, alias '{done.alias}'")
+    frames = _check_frames(params, args)
+    loaded = load_registered(done.uri, done.tracking_uri)
+    expected = detect_frames(load_model(model_dir)[0], frames)
+    got = loaded.predict(frames)
+    if not got.equals(expected):
+        raise LeodError(f"{done.uri} does not predict what {model_dir} predicts on {len(frames)} frames")
+    print(f"{done.uri} loads back; same predictions on {len(frames)} test frames ({len(got)} boxes)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="leod", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compare", help="round table of the workspace, commits or DVC experiments")
+    c.add_argument(
+        "sources", nargs="*", help="'workspace' (default), a git revision or a DVC experiment name"
+    )
+    c.add_argument("--repo", default=".", help="repository root (default: .)")
+    c.add_argument("--metrics", default="metrics", help="metrics folder inside the repository")
+    c.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("register", help="publish a model to the MLflow registry under an alias")
+    r.add_argument("--model", help="model folder (default: the last round of params.yaml, models/<rK>)")
+    r.add_argument("--name", default=DEFAULT_NAME, help=f"registered model name (default: {DEFAULT_NAME})")
+    r.add_argument(
+        "--alias", default=DEFAULT_ALIAS, help=f"alias to point at the new version ({DEFAULT_ALIAS})"
+    )
+    r.add_argument("--params", default="params.yaml", help="params file (MLflow experiment, rounds)")
+    r.add_argument(
+        "--data", default="data/preprocessed", help="preprocessed data (test frames for the check)"
+    )
+    r.add_argument("--check-frames", type=int, default=20, help="test frames compared after loading back")
+    r.set_defaults(func=cmd_register)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except LeodError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0

@@ -1,0 +1,124 @@
+"""The round table of the workspace, of git commits or of DVC experiments, from metrics/ only.
+
+``python -m leod compare`` answers "what did each round bring?" without running anything:
+it reads the metrics JSON files the pipeline committed (``test_<run>.json``,
+``pseudo_<round>.json``, ``train_<run>.json``) and prints test AP, pseudo-label
+precision/recall and the gap closed per run, for one or several sources side by side.
+
+A source is
+    ``workspace`` (the ``metrics/`` folder as it is on disk), a git revision (commit,
+    branch, tag, ``HEAD~1``) or the name of a DVC experiment (``dvc exp show`` lists
+    them). Experiments are git commits kept under ``refs/exps/``; DVC stores their
+    uncached metrics files in those commits, so reading them needs git only.
+
+Which runs
+    ``r0`` (the baseline) and ``full`` (full supervision) by name, the rounds as every
+    other name that has a ``pseudo_<name>.json`` or ``train_<name>.json``, ordered
+    naturally (r2 before r10). The chain's ``prev`` links live in params.yaml, not in
+    metrics/, so a chain whose round names do not sort in chain order is listed in name
+    order.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from leod.errors import ConfigError, MissingInputError
+from leod.report import RunRow, collect_rows, compact_table
+
+WORKSPACE = "workspace"
+BASELINE, FULL = "r0", "full"
+_RUN_FILE = re.compile(r"^(test|train|pseudo)_(?P<name>[^/]+)\.json$")
+# refs/exps/<2 hex>/<38 hex>/<name>: DVC's experiment refs (queue and exec refs live elsewhere)
+_EXP_REF = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/(?P<name>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One place to read metrics from: its label in the table and its revision (None: disk)."""
+
+    label: str
+    rev: str | None
+
+
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def resolve(repo: Path, name: str) -> Source:
+    """``workspace``, a DVC experiment name or any git revision, as a :class:`Source`."""
+    if name == WORKSPACE:
+        return Source(name, None)
+    refs = _git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/").split("\n")
+    matches = []
+    for line in filter(None, refs):
+        ref, sha = line.split(" ")
+        m = _EXP_REF.match(ref)
+        if m and m["name"] == name:
+            matches.append(sha)
+    if len(matches) > 1:
+        raise ConfigError(f"experiment name '{name}' is ambiguous ({len(matches)} experiments); use a commit")
+    if matches:
+        return Source(name, matches[0])
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConfigError(f"'{name}' is neither '{WORKSPACE}', a DVC experiment nor a git revision")
+    return Source(name, done.stdout.strip())
+
+
+@contextmanager
+def metrics_folder(repo: Path, source: Source, metrics: str = "metrics") -> Iterator[Path]:
+    """The metrics folder of ``source``: the one on disk, or a temporary copy read from git."""
+    if source.rev is None:
+        folder = repo / metrics
+        if not folder.is_dir():
+            raise MissingInputError(f"{folder}: no metrics folder; run the pipeline first (dvc repro)")
+        yield folder
+        return
+    listing = _git(repo, "ls-tree", "-r", "--name-only", source.rev, "--", f"{metrics}/")
+    names = [Path(p).name for p in listing.split("\n") if p.endswith(".json")]
+    if not names:
+        raise MissingInputError(f"{source.label}: no {metrics}/*.json committed at {source.rev[:10]}")
+    with tempfile.TemporaryDirectory(prefix="leod-compare-") as tmp:
+        for name in names:
+            (Path(tmp) / name).write_text(_git(repo, "show", f"{source.rev}:{metrics}/{name}"))
+        yield Path(tmp)
+
+
+def _natural_key(name: str) -> list[int | str]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def discover_runs(folder: Path) -> tuple[list[str], str | None]:
+    """``([r0, rounds...], full or None)`` from the metrics files present in ``folder``."""
+    names = {m["name"] for p in folder.iterdir() if (m := _RUN_FILE.match(p.name))}
+    rounds = sorted(names - {BASELINE, FULL}, key=_natural_key)
+    return [BASELINE, *rounds], FULL if FULL in names else None
+
+
+def source_rows(repo: Path, source: Source, metrics: str = "metrics") -> list[RunRow]:
+    """The report rows of one source (pseudo-label PR curves are not read: no table shows them)."""
+    with metrics_folder(repo, source, metrics) as folder:
+        runs, full = discover_runs(folder)
+        return collect_rows(folder, None, runs, full)
+
+
+def compare(repo: Path, names: Sequence[str], metrics: str = "metrics") -> str:
+    """The markdown table of every named source (default: the workspace)."""
+    sources = [resolve(repo, n) for n in (names or [WORKSPACE])]
+    return compact_table({s.label: source_rows(repo, s, metrics) for s in sources})

@@ -1,0 +1,80 @@
+"""``python -m leod compare``: the round table from metrics/ of the workspace, commits and experiments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leod.compare import compare, discover_runs, resolve
+from leod.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _git(repo: Path, *args: str) -> str:
+    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _write_metrics(folder: Path, ap: dict[str, float], precision: dict[str, float]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, value in ap.items():
+        (folder / f"test_{name}.json").write_text(json.dumps({"AP": value, "AP50": 2 * value}))
+        (folder / f"train_{name}.json").write_text(json.dumps({"best_val_AP": value}))
+    for name, value in precision.items():
+        (folder / f"pseudo_{name}.json").write_text(json.dumps({"precision@0.5": value, "recall@0.5": 0.5}))
+        (folder / f"train_{name}.json").write_text(json.dumps({"best_val_AP": 0.1, "gated": False}))
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repo whose first commit has rounds r1, r2, r10; an experiment ref; a changed workspace."""
+    root = tmp_path / "repo"
+    _write_metrics(
+        root / "metrics",
+        {"r0": 0.2, "r1": 0.3, "r2": 0.35, "r10": 0.36, "full": 0.4},
+        {"r1": 0.9, "r2": 0.8, "r10": 0.7},
+    )
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "base")
+    # a DVC experiment is a commit kept under refs/exps/<2 hex>/<38 hex>/<name>
+    _write_metrics(root / "metrics", {"r1": 0.25}, {})
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "exp")
+    exp = _git(root, "rev-parse", "HEAD")
+    base = _git(root, "rev-parse", "HEAD~1")
+    _git(root, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/tidy-tram", exp)
+    _git(root, "reset", "-q", "--hard", "HEAD~1")
+    _write_metrics(root / "metrics", {"r1": 0.4}, {})  # uncommitted workspace change
+    return root
+
+
+def test_runs_are_discovered_in_natural_order(repo: Path) -> None:
+    assert discover_runs(repo / "metrics") == (["r0", "r1", "r2", "r10"], "full")
+
+
+def test_workspace_commit_and_experiment_side_by_side(repo: Path) -> None:
+    table = compare(repo, ["workspace", "HEAD", "tidy-tram"])
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")) for line in table.splitlines()[2:]}
+    # gap closed = (AP_r1 - AP_r0) / (AP_full - AP_r0)
+    assert ("workspace", "r1", "0.400", "0.800", "0.900", "0.500", "1.000", "no") in lines
+    assert ("HEAD", "r1", "0.300", "0.600", "0.900", "0.500", "0.500", "no") in lines
+    assert ("tidy-tram", "r1", "0.250", "0.500", "0.900", "0.500", "0.250", "no") in lines
+    assert ("HEAD", "full", "0.400", "0.800", "-", "-", "-", "-") in lines
+    assert len(lines) == 3 * 5
+
+
+def test_unknown_source_is_one_clear_error(repo: Path) -> None:
+    with pytest.raises(ConfigError, match="neither 'workspace', a DVC experiment nor a git revision"):
+        resolve(repo, "no-such-thing")
+    done = subprocess.run(
+        [sys.executable, "-m", "leod", "compare", "--repo", str(repo), "no-such-thing"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stdout == ""
