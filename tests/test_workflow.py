@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from leod.compare import compare
 from tiny import dvc_env, git, make_repo_copy, sh, tiny_chain
@@ -46,6 +47,14 @@ def _runs(root: Path) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids, max_results=10_000)
+
+
+def _cached_outputs(root: Path) -> list[str]:
+    """The outputs dvc.lock records that git does not track (metrics and reports are in git)."""
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    tracked = set(git(root, "ls-files").splitlines())
+    outs = {out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+    return sorted(outs - tracked)
 
 
 def _lower(creds: dict[str, str]) -> dict[str, str]:
@@ -137,10 +146,14 @@ def test_local_remote_push_pull_and_fresh_clone(project: Path, experiments: dict
     sh([*DVC, "push"], project, env)
     metrics = _metrics(project, env)
 
-    # lose the cache and every output, then get them back from the remote
+    # lose the cache and every cached output (not the git-tracked files beside them, such
+    # as the .gitignore files DVC writes), then get them back from the remote
     shutil.rmtree(project / ".dvc" / "cache")
-    for out in ("models", "pseudo", "data/preprocessed", "data/raw", "data/splits"):
-        shutil.rmtree(project / out)
+    outs = _cached_outputs(project)
+    assert "models/r1" in outs and "pseudo/r1" in outs
+    for out in outs:
+        path = project / out
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     sh([*DVC, "pull"], project, env)
     assert "up to date" in sh([*DVC, "status"], project, env).stdout
     assert _metrics(project, env) == metrics
