@@ -197,7 +197,7 @@ def test_exp_push_and_pull_through_a_bare_git_remote(
 ) -> None:
     env = dvc_env()
     origin = tmp_path / "origin.git"
-    sh(["git", "init", "-q", "--bare", str(origin)], tmp_path, env)
+    sh(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp_path, env)
     git(project, "remote", "add", "origin", str(origin))
     git(project, "push", "-q", "origin", "main")
     sh([*DVC, "exp", "push", "origin", "mtl2"], project, env)
