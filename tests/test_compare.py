@@ -11,13 +11,9 @@ import pytest
 
 from leod.compare import compare, discover_runs, resolve
 from leod.errors import ConfigError
+from tiny import git
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _git(repo: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def _write_metrics(folder: Path, ap: dict[str, float], precision: dict[str, float]) -> None:
@@ -39,17 +35,17 @@ def repo(tmp_path: Path) -> Path:
         {"r0": 0.2, "r1": 0.3, "r2": 0.35, "r10": 0.36, "full": 0.4},
         {"r1": 0.9, "r2": 0.8, "r10": 0.7},
     )
-    _git(root, "init", "-q")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-qm", "base")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
     # a DVC experiment is a commit kept under refs/exps/<2 hex>/<38 hex>/<name>
     _write_metrics(root / "metrics", {"r1": 0.25}, {})
-    _git(root, "add", "-A")
-    _git(root, "commit", "-qm", "exp")
-    exp = _git(root, "rev-parse", "HEAD")
-    base = _git(root, "rev-parse", "HEAD~1")
-    _git(root, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/tidy-tram", exp)
-    _git(root, "reset", "-q", "--hard", "HEAD~1")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "exp")
+    exp = git(root, "rev-parse", "HEAD")
+    base = git(root, "rev-parse", "HEAD~1")
+    git(root, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/tidy-tram", exp)
+    git(root, "reset", "-q", "--hard", "HEAD~1")
     _write_metrics(root / "metrics", {"r1": 0.4}, {})  # uncommitted workspace change
     return root
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leod.config import Params, load_params
+from leod.config import load_params
 from leod.errors import LeodError
 from leod.stage import EXIT_BAD_INPUT
 
@@ -35,17 +35,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare(Path(args.repo), args.sources, args.metrics))
 
 
-def _check_frames(params: Params, args: argparse.Namespace) -> np.ndarray:
-    """A few test-split frames to compare the registered model's predictions against."""
+def _check_frames(root: Path, count: int) -> np.ndarray:
+    """The first ``count`` frames of the first test sequence: what the loaded-back model must
+    predict exactly as the model folder does."""
     from leod.data.layout import load_manifest
     from leod.data.sequence import open_sequences
 
-    root = Path(args.data)
     seqs = open_sequences(root, load_manifest(root), "test")
     if not seqs:
         raise LeodError(f"{root}: no test sequences to check the registered model on")
-    seq = seqs[0]
-    return seq.read_frames(0, min(args.check_frames, seq.num_frames))
+    return seqs[0].read_frames(0, min(count, seqs[0].num_frames))
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -57,7 +56,7 @@ def cmd_register(args: argparse.Namespace) -> None:
     model_dir = Path(args.model or f"models/{params.round_order()[-1] if params.rounds else 'r0'}")
     done = register_model(model_dir, args.name, args.alias, params.tracking.experiment)
     print(f"registered {model_dir} as {done.name} version {done.version}, alias '{done.alias}'")
-    frames = _check_frames(params, args)
+    frames = _check_frames(Path(args.data), args.check_frames)
     loaded = load_registered(done.uri, done.tracking_uri)
     expected = detect_frames(load_model(model_dir)[0], frames)
     got = loaded.predict(frames)

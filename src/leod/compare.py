@@ -47,11 +47,14 @@ class Source:
     rev: str | None
 
 
-def _git(repo: Path, *args: str) -> str:
+def _git(repo: Path, *args: str, required: bool = True) -> str | None:
+    """stdout of a git command in ``repo``; on failure an error, or None when not ``required``."""
     done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise ConfigError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
-    return done.stdout
+    if done.returncode == 0:
+        return done.stdout
+    if not required:
+        return None
+    raise ConfigError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
 
 
 def resolve(repo: Path, name: str) -> Source:
@@ -69,16 +72,10 @@ def resolve(repo: Path, name: str) -> Source:
         raise ConfigError(f"experiment name '{name}' is ambiguous ({len(matches)} experiments); use a commit")
     if matches:
         return Source(name, matches[0])
-    done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
+    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", required=False)
+    if commit is None:
         raise ConfigError(f"'{name}' is neither '{WORKSPACE}', a DVC experiment nor a git revision")
-    return Source(name, done.stdout.strip())
+    return Source(name, commit.strip())
 
 
 @contextmanager

@@ -116,9 +116,10 @@ def load_registered(uri: str, store: str | None = None):  # -> mlflow.pyfunc.PyF
     """
     import mlflow
 
-    mlflow.set_tracking_uri(store or tracking_uri())
-    mlflow.set_registry_uri(store or tracking_uri())
+    store = store or tracking_uri()
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
     try:
         return mlflow.pyfunc.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
-        raise LeodError(f"cannot load {uri} from {store or tracking_uri()}: {exc.message}") from exc
+        raise LeodError(f"cannot load {uri} from {store}: {exc.message}") from exc
