@@ -10,7 +10,9 @@ from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split
 from leod.errors import ConfigError
-from leod.report import FrameInputs, collect_rows, write_report
+from leod.report.document import write_report
+from leod.report.frames import FrameInputs
+from leod.report.rows import collect_rows
 from leod.stage import parser, run
 from leod.tracking import stage_run
 

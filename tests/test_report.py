@@ -6,6 +6,8 @@ import csv
 import importlib.util
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,21 +21,11 @@ from leod.data.sequence import Split
 from leod.errors import DataFormatError
 from leod.labels.boxes import empty_boxes
 from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_labels
-from leod.report import (
-    FrameExample,
-    FrameInputs,
-    collect_rows,
-    gap_closed,
-    histogram_to_rgb,
-    load_predictions,
-    plot_frames,
-    read_metrics,
-    read_pr_curve,
-    render_markdown,
-    rounds_csv,
-    select_examples,
-    write_report,
-)
+from leod.report.document import render_markdown, write_report
+from leod.report.figures import plot_frames
+from leod.report.frames import FrameExample, FrameInputs, histogram_to_rgb, load_predictions, select_examples
+from leod.report.rows import collect_rows, gap_closed, read_metrics, read_pr_curve
+from leod.report.tables import rounds_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["car", "ped"]
@@ -360,3 +352,10 @@ def test_stage_writes_report(
     assert "--split" in capsys.readouterr().err
     assert main([*args, "--runs", "r0", "--score", "1.5"]) == 2
     assert "--score" in capsys.readouterr().err
+
+
+def test_compare_loads_neither_matplotlib_nor_h5py() -> None:
+    """Printing a table must stay cheap: the table path imports no plotting or HDF5 library."""
+    code = "import sys, leod.compare; print(sorted({'matplotlib', 'h5py'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

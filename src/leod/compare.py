@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leod.errors import ConfigError, MissingInputError
-from leod.report import RunRow, collect_rows, compact_table
+from leod.report.rows import RunRow, collect_rows
+from leod.report.tables import compact_table
 
 WORKSPACE = "workspace"
 BASELINE, FULL = "r0", "full"

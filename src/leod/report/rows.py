@@ -1,0 +1,222 @@
+"""One row per run: what the metrics files of the baseline, each round and full supervision hold.
+
+Inputs read:
+
+* ``<metrics>/test_<run>.json`` (test AP of r0, every round and the fully supervised run),
+* ``<metrics>/pseudo_<round>.json`` and ``<reports>/pseudo_<round>/pr.csv`` (pseudo-label
+  quality of a round, only rounds have pseudo labels),
+* ``<metrics>/train_<run>.json`` (best validation AP, and for rounds whether the quality
+  gate stopped the round), read only through :class:`RunRow`'s properties.
+
+Stages can be gated or not yet run, so a missing file is a finding to report, not an error
+(``RunRow.missing``). A file that exists but is not what its producer writes is an error
+(:class:`~leod.errors.DataFormatError`).
+
+The headline number is the *gap closed* of a round, ``(AP_rK - AP_r0) / (AP_full - AP_r0)``:
+the share of the AP lost by training on sparse labels that self-training won back.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from leod.errors import ConfigError, DataFormatError
+
+#: IoU threshold of the pseudo-label operating point shown in the table and the PR figure.
+POINT_IOU = "0.5"
+PRECISION_KEY = f"precision@{POINT_IOU}"
+RECALL_KEY = f"recall@{POINT_IOU}"
+PR_COLUMNS = ("threshold", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class PRCurve:
+    """A pseudo-label precision/recall curve over score thresholds (one round's ``pr.csv``)."""
+
+    threshold: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """Everything the report knows about one run; ``None`` where the producing file is missing."""
+
+    name: str
+    #: position on the round axis: 0 for the baseline, K for round K, last + 1 for full
+    round: int
+    kind: Literal["baseline", "round", "full"]
+    test: Mapping[str, float] | None
+    train: Mapping[str, float | bool | str] | None  # read through the properties below
+    pseudo: Mapping[str, float] | None  # always None for the baseline and full
+    pr: PRCurve | None  # always None for the baseline and full
+    gap_closed: float | None
+    gap_note: str  # why gap_closed is None ("" when it is a number)
+    missing: tuple[Path, ...]  # expected input files that were not found
+
+    @property
+    def is_round(self) -> bool:
+        return self.kind == "round"
+
+    @property
+    def best_val_ap(self) -> float | None:
+        return _defined(self.train, "best_val_AP")
+
+    @property
+    def gated(self) -> bool:
+        return bool(self.train and self.train.get("gated", False))
+
+    @property
+    def gate_reason(self) -> str:
+        return str(self.train.get("gate_reason", "")) if self.train else ""
+
+    def ap(self, key: str = "AP") -> float | None:
+        """A test metric; None when missing or undefined (the evaluator writes -1 without GT)."""
+        return _defined(self.test, key)
+
+    def pseudo_value(self, key: str) -> float | None:
+        return _defined(self.pseudo, key)
+
+
+def _defined(metrics: Mapping[str, float] | None, key: str) -> float | None:
+    if metrics is None or key not in metrics:
+        return None
+    value = float(metrics[key])
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_metrics(path: Path, flags: Mapping[str, type] | None = None) -> dict | None:
+    """A metrics JSON object, or None when the file does not exist.
+
+    Every value must be a number except the keys in ``flags`` (name -> required type), so a
+    report never silently shows a string or a nested object as a metric.
+    """
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataFormatError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
+    flags = flags or {}
+    for key, value in data.items():
+        wanted = flags.get(key)
+        ok = isinstance(value, wanted) if wanted else _is_number(value)
+        if not ok:
+            expected = wanted.__name__ if wanted else "a number"
+            raise DataFormatError(f"{path}: key '{key}' is {value!r}, expected {expected}")
+    return data
+
+
+def read_pr_curve(path: Path) -> PRCurve | None:
+    """A round's ``pr.csv`` (columns threshold, precision, recall) sorted by threshold; None if absent.
+
+    NaN is accepted (precision is 0/0 above the highest score) and drawn as a gap.
+    """
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        lacking = [c for c in PR_COLUMNS if c not in (reader.fieldnames or [])]
+        if lacking:
+            raise DataFormatError(
+                f"{path}: lacks column(s) {lacking}; expected header {','.join(PR_COLUMNS)}"
+            )
+        values: list[list[float]] = []
+        for line, record in enumerate(reader, start=2):
+            try:
+                values.append([float(record[c]) for c in PR_COLUMNS])
+            except (TypeError, ValueError) as exc:
+                raise DataFormatError(f"{path}:{line}: not a number in {dict(record)}") from exc
+    table = np.array(values, np.float64).reshape(-1, len(PR_COLUMNS))
+    table = table[np.argsort(table[:, 0], kind="stable")]
+    return PRCurve(table[:, 0], table[:, 1], table[:, 2])
+
+
+def gap_closed(ap: float | None, ap_base: float | None, ap_full: float | None) -> tuple[float | None, str]:
+    """``(ap - ap_base) / (ap_full - ap_base)`` and, when undefined, the reason why."""
+    if ap is None:
+        return None, "no test AP of this run"
+    if ap_base is None:
+        return None, "no test AP of the baseline"
+    if ap_full is None:
+        return None, "no test AP of the fully supervised run"
+    if ap_full - ap_base <= 0:
+        return None, f"full AP {ap_full:.3f} <= baseline AP {ap_base:.3f}: no gap to close"
+    return (ap - ap_base) / (ap_full - ap_base), ""
+
+
+def _check_names(runs: Sequence[str], full: str | None) -> None:
+    names = [*runs, *([full] if full else [])]
+    if not runs:
+        raise ConfigError("report: --runs must name at least the baseline run (r0)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"report: run names must be distinct, got {names}")
+    bad = [n for n in names if not n or "/" in n or os.sep in n]
+    if bad:
+        raise ConfigError(f"report: run names must be plain file-name parts, got {bad}")
+
+
+def collect_rows(
+    metrics_dir: str | os.PathLike[str],
+    reports_dir: str | os.PathLike[str] | None,
+    runs: Sequence[str],
+    full: str | None,
+) -> list[RunRow]:
+    """One row per run, in the order given (``runs[0]`` is the baseline), then ``full``.
+
+    ``runs`` is the round chain as params.yaml's ``prev`` links order it (r0, r1, r2, ...).
+    ``reports_dir`` None: the pseudo-label PR curves are not read (tables do not need them).
+    """
+    _check_names(runs, full)
+    metrics_dir = Path(metrics_dir)
+    names = [*runs, *([full] if full else [])]
+    test = {n: read_metrics(metrics_dir / f"test_{n}.json") for n in names}
+    base_ap = _defined(test[runs[0]], "AP")
+    full_ap = _defined(test[full], "AP") if full else None
+    rows = []
+    for index, name in enumerate(names):
+        kind: Literal["baseline", "round", "full"] = (
+            "baseline" if index == 0 else "full" if name == full else "round"
+        )
+        paths = {"test": metrics_dir / f"test_{name}.json", "train": metrics_dir / f"train_{name}.json"}
+        if kind == "round":
+            paths["pseudo"] = metrics_dir / f"pseudo_{name}.json"
+            if reports_dir is not None:
+                paths["pr"] = Path(reports_dir) / f"pseudo_{name}" / "pr.csv"
+        train = read_metrics(paths["train"], {"gated": bool, "gate_reason": str})
+        pseudo = read_metrics(paths["pseudo"]) if kind == "round" else None
+        pr = read_pr_curve(paths["pr"]) if "pr" in paths else None
+        if kind == "round":
+            gap, note = gap_closed(_defined(test[name], "AP"), base_ap, full_ap)
+        else:
+            gap, note = None, "baseline" if kind == "baseline" else "upper bound"
+        rows.append(
+            RunRow(
+                name=name,
+                round=index,
+                kind=kind,
+                test=test[name],
+                train=train,
+                pseudo=pseudo,
+                pr=pr,
+                gap_closed=gap,
+                gap_note=note,
+                missing=tuple(p for p in paths.values() if not p.is_file()),
+            )
+        )
+    return rows
