@@ -12,6 +12,7 @@ from leod.data.sequence import load_split
 from leod.errors import ConfigError
 from leod.report.document import write_report
 from leod.report.frames import FrameInputs
+from leod.report.plots_page import PAGE_NAME, write_plots_page
 from leod.report.rows import collect_rows
 from leod.stage import parser, run
 from leod.tracking import stage_run
@@ -40,6 +41,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         )
     with stage_run("report", {"runs": " ".join(runs), "full": args.full}, params.tracking.experiment) as tr:
         written = write_report(args.out, rows, classes, frames)
+        write_plots_page(Path(args.out) / PAGE_NAME)
         for path in written:
             tr.log_artifact(path, "report")
         tr.log_metrics({f"gap_closed/{r.name}": r.gap_closed for r in rows if r.gap_closed is not None})
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pseudo-root", default="pseudo", help="folder of the rounds' pseudo labels")
     p.add_argument("--predictions", default=None, help="test predictions to draw (default: the last run's)")
     p.add_argument("--score", type=float, default=0.3, help="draw predictions with obj*cls >= this")
-    p.add_argument("--out", required=True, help="folder to write report.md, rounds.csv and PNGs into")
+    p.add_argument("--out", required=True, help="folder for report.md, rounds.csv, PNGs, plots_page.html")
     return run(body, p, argv)
 
 

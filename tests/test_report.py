@@ -148,7 +148,9 @@ def test_no_full_run_and_no_gap_to_close(tmp_path: Path) -> None:
 def test_rounds_csv_parses(outputs: tuple[Path, Path]) -> None:
     rows = collect_rows(*outputs, ["r0", "r1", "r2"], "full")
     table = list(csv.DictReader(io.StringIO(rounds_csv(rows))))
-    assert [(int(r["round"]), r["name"]) for r in table] == [(0, "r0"), (1, "r1"), (2, "r2"), (3, "full")]
+    assert [(int(r["round"]), r["name"], r["kind"]) for r in table] == [
+        (0, "r0", "baseline"), (1, "r1", "round"), (2, "r2", "round"), (3, "full", "full"),
+    ]  # fmt: skip
     assert float(table[1]["gap_closed"]) == pytest.approx(2 / 3, abs=1e-5)
     assert (float(table[1]["AP"]), float(table[1]["pseudo_precision50"])) == (0.4, 0.8)
     assert table[2]["AP"] == "" and table[0]["pseudo_recall50"] == "" and table[3]["gap_closed"] == ""
@@ -345,7 +347,8 @@ def test_stage_writes_report(
     args += ["--out", str(out)]
     assert main([*args, "--runs", "r0", "r1", "r2", "--full", "full"]) == 0
     assert "4 runs, 3 missing input file(s)" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} == {"report.md", "rounds.csv", "ap_per_round.png", "pseudo_pr.png"}
+    written = {"report.md", "rounds.csv", "ap_per_round.png", "pseudo_pr.png", "plots_page.html"}
+    assert {p.name for p in out.iterdir()} == written
     assert main([*args, "--runs", "r0", "r0"]) == 2
     assert "distinct" in capsys.readouterr().err
     assert main([*args, "--runs", "r0", "--data", str(tmp_path)]) == 2

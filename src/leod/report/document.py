@@ -46,7 +46,8 @@ _HOW_TO_READ = """\
 - **n/a** is an undefined metric (e.g. no ground truth of that class or size), **missing** a
   metrics file that does not exist (its stage is gated or has not run), **-** not applicable.
 - `rounds.csv` has one line per run with a numeric `round` column (baseline 0, round K is K, the
-  fully supervised run last + 1) for `dvc plots`; empty cells are undefined values."""
+  fully supervised run last + 1) and its `kind` (baseline, round, full) for `dvc plots`; empty
+  cells are undefined values."""
 
 
 def render_markdown(

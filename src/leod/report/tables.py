@@ -20,7 +20,7 @@ PSEUDO_COLUMNS = (
 )
 #: rounds.csv header. Vega-Lite (DVC plots) reads a dot in a field name as a nested path,
 #: so the pseudo-label columns are spelled without ``@0.5``.
-CSV_COLUMNS = ("round", "name", "AP", "AP50", "pseudo_precision50", "pseudo_recall50", "gap_closed")
+CSV_COLUMNS = ("round", "name", "kind", "AP", "AP50", "pseudo_precision50", "pseudo_recall50", "gap_closed")
 
 
 def _fmt(value: float | None, digits: int | None = 3) -> str:
@@ -136,6 +136,6 @@ def rounds_csv(rows: Sequence[RunRow]) -> str:
     for r in rows:
         values = (r.ap("AP"), r.ap("AP50"), r.pseudo_value(PRECISION_KEY), r.pseudo_value(RECALL_KEY))
         writer.writerow(
-            [r.round, r.name, *("" if v is None else f"{v:.6g}" for v in (*values, r.gap_closed))]
+            [r.round, r.name, r.kind, *("" if v is None else f"{v:.6g}" for v in (*values, r.gap_closed))]
         )
     return buf.getvalue()
