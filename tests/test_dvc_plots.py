@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import vl_convert
 
 from leod.atomic import write_text
 from leod.evaluation.confusion import confusion_matrix
@@ -120,3 +121,27 @@ def test_confusion_title_states_the_threshold_the_matrix_uses(charts: dict[str, 
     assert {d["filename"].split("/")[0] for d in spec["data"]["values"]} == set(RUNS)
     colour = spec["spec"]["layer"][0]["encoding"]["color"]
     assert colour["field"] == "row_share" and colour["scale"]["domain"] == [0, 1]  # per-row shares
+
+
+def marks(node: object) -> dict[str, int]:
+    """Items per named mark of a Vega scenegraph."""
+    found: dict[str, int] = {}
+    if isinstance(node, dict):
+        if node.get("marktype") and node.get("name"):
+            found[node["name"]] = found.get(node["name"], 0) + len(node.get("items", []))
+        children = list(node.values())
+    else:
+        children = node if isinstance(node, list) else []
+    for child in children:
+        for name, n in marks(child).items():
+            found[name] = found.get(name, 0) + n
+    return found
+
+
+def test_charts_render_with_the_bundled_vega(charts: dict[str, dict]) -> None:
+    """Vega-Lite as shipped compiles every chart; AP per round draws what rounds.csv defines."""
+    for spec in charts.values():
+        assert vl_convert.vegalite_to_vega(spec)["marks"]
+    drawn = marks(vl_convert.vegalite_to_scenegraph(charts["AP per round"]))
+    # points of r0 and r1 for AP and AP50 (r2 has no test metrics), one reference line and label each
+    assert (drawn["layer_0_layer_1_marks"], drawn["layer_1_marks"], drawn["layer_2_marks"]) == (4, 2, 2)
