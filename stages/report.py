@@ -1,4 +1,4 @@
-"""Stage ``report``: tables, rounds.csv and figures over every run of the self-training pipeline."""
+"""Stage ``report``: tables, rounds.csv, figures and the offline ``dvc plots`` page over every run."""
 
 from __future__ import annotations
 

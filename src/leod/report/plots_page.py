@@ -2,9 +2,9 @@
 
 DVC's own page loads the three libraries from a CDN, so without internet the page is blank.
 This template carries them instead, taken from the ``vl-convert-python`` package (a project
-requirement; the libraries are BSD-3-Clause): ``.dvc/config`` points ``plots.html_template``
-at the copy the report stage writes. DVC fills ``{plot_divs}``; ``{scripts}``, where it would
-put its CDN tags, is left out on purpose.
+requirement, BSD-3-Clause; the three libraries are BSD-3-Clause, their d3 parts ISC):
+``.dvc/config`` points ``plots.html_template`` at the copy the report stage writes. DVC fills
+``{plot_divs}``; ``{scripts}``, where it would put its CDN tags, is left out on purpose.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ _PAGE = """<!DOCTYPE html>
   <title>leod plots</title>
   {refresh_tag}
   <!-- vega {vega}, vega-lite {vega_lite}, vega-embed {vega_embed}, from vl-convert-python {vl_convert};
-       BSD-3-Clause, copyright the University of Washington Interactive Data Lab -->
+       BSD-3-Clause, copyright the University of Washington Interactive Data Lab; d3 modules ISC -->
   <script>{bundle}</script>
   <style>
     body {{ font-family: sans-serif; margin: 16px; }}
