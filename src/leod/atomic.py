@@ -230,9 +230,17 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text)
 
 
+class _Writer:
+    """Hides a real file from numpy, whose fast path (``ndarray.tofile``) reports a full disk
+    as an OSError without errno; through ``write`` numpy copies in 16 MiB pieces instead."""
+
+    def __init__(self, file: Any) -> None:
+        self.write = file.write
+
+
 def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+        np.save(_Writer(f), array, allow_pickle=False)
 
 
 def save_npz(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
