@@ -312,7 +312,7 @@ def test_disk_full_is_one_error_line_and_no_crash(base, tmp_path):
     args = ("--params", tmp_path / "params.yaml", "--raw", raw, "--out", out)
     proc = run_script("preprocess", *args, limit_file_bytes=16 << 10)
     line = assert_one_error_line(proc, "File too large")
-    assert "event_representations.h5" in line
+    assert line.startswith(f"error: {out}/train/") and "event_representations.h5:" in line  # final path
     assert_nothing_left(out)
 
 

@@ -122,6 +122,8 @@ def atomic_path(path: str | os.PathLike[str], is_dir: bool = False) -> Iterator[
         _remove(tmp)
         if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
             raise _output_error(target, exc) from exc
+        if isinstance(exc, OutputError):  # a file inside a temporary folder: name its final path
+            raise OutputError(str(exc).replace(str(tmp), str(target))) from exc
         raise
     try:
         if is_dir and target.exists():
