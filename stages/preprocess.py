@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from leod.atomic import write_json
 from leod.config import Params
 from leod.preprocess.dataset import convert_dataset, index_rvt_preprocessed
 from leod.stage import parser, run
@@ -12,15 +13,18 @@ from leod.stage import parser, run
 
 def body(args: argparse.Namespace, params: Params) -> None:
     if params.preset.format == "rvt_preprocessed":
-        index_rvt_preprocessed(params, args.raw, args.out)
+        result = index_rvt_preprocessed(params, args.raw, args.out)
     else:
-        convert_dataset(params, args.raw, args.out, progress=not args.no_progress)
+        result = convert_dataset(params, args.raw, args.out, progress=not args.no_progress)
+    if args.metrics:
+        write_json(args.metrics, result.metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--raw", required=True, help="raw dataset folder (data/raw/<dataset>)")
     p.add_argument("--out", required=True, help="output folder (data/preprocessed)")
+    p.add_argument("--metrics", help="metrics file to write (JSON: per-split counts)")
     return run(body, p, argv)
 
 

@@ -44,7 +44,7 @@ def raw(tmp_path_factory) -> tuple[Path, dict]:
 def test_frames_equal_histograms_of_the_whole_recording(raw, tmp_path):
     raw_dir, d = raw
     params = params_from_dict(small_params(d, read_chunk_events=1024))  # many chunks per sequence
-    manifest = convert_dataset(params, raw_dir, tmp_path / "pre", log=lambda _: None, progress=False)
+    manifest = convert_dataset(params, raw_dir, tmp_path / "pre", log=lambda _: None, progress=False).manifest
     assert manifest.splits["train"] and manifest.height == 48
     rep = params.representation
     for split, names in manifest.splits.items():
@@ -76,7 +76,7 @@ def test_rvt_download_is_indexed_not_copied(raw, tmp_path):
     d2["datasets"]["synthetic"]["format"] = "rvt_preprocessed"
     manifest = index_rvt_preprocessed(
         params_from_dict(d2), tmp_path / "download", tmp_path / "idx", log=lambda _: None
-    )
+    ).manifest
     assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["manifest.json"]
     assert load_manifest(tmp_path / "idx").data_root == str((tmp_path / "download").resolve())
     seq = manifest.sequences(tmp_path / "idx", "train")[0]

@@ -30,7 +30,18 @@ def test_crop_and_drop_empty():
     kept, stats = filter_boxes(b, preset(), train=False)
     # first box cropped to (0, 0, 20, 15); second to width 5; third entirely outside; fourth empty
     assert kept[["x", "y", "w", "h"]].tolist() == [(0, 0, 20, 15), (195, 10, 5, 20)]
-    assert stats.dropped_empty == 2 and stats.kept == 2 and stats.total == 4
+    assert stats.dropped_empty == 1 and stats.dropped_outside == 1 and stats.kept == 2 and stats.total == 4
+    assert not stats.none_on_sensor
+
+
+def test_no_box_on_the_sensor_is_flagged():
+    b = boxes([(0, 250, 10, 20, 20, 0), (0, -40, 10, 20, 20, 1), (0, 10, 10, 0, 5, 0), (0, 10, 10, 9, 9, 7)])
+    kept, stats = filter_boxes(b, preset(), train=False)
+    # two boxes wholly off the 200-wide sensor, one empty, one of an unknown class: nothing left
+    assert len(kept) == 0 and stats.dropped_outside == 2 and stats.dropped_class == 1
+    assert stats.none_on_sensor
+    _, only_class = filter_boxes(b[3:], preset(), train=False)
+    assert not only_class.none_on_sensor  # unknown classes alone are a legitimate skip
 
 
 def test_prophesee_min_diag_and_side():

@@ -11,7 +11,7 @@ import pytest
 from leod.atomic import save_npy, save_npz
 from leod.config import SubsampleConfig
 from leod.data.layout import MANIFEST, Manifest
-from leod.errors import DataFormatError
+from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import empty_boxes
 from leod.subsample import make_split, ssod_sequences, wsod_frames
 
@@ -39,6 +39,7 @@ def make_dataset(root: Path, frames_per_seq: dict[str, int]) -> Manifest:
         rd = seq / "event_representations_v2" / "stacked_histogram_dt=50_nbins=2"
         rd.mkdir(parents=True)
         save_npy(rd / "objframe_idx_2_repr_idx.npy", np.arange(n, dtype=np.int64) + 1)
+        save_npy(rd / "timestamps_us.npy", np.arange(n + 1, dtype=np.int64) * 50_000)
         boxes = empty_boxes(2 * n)  # two boxes per frame
         save_npz(
             seq / "labels_v2" / "labels.npz", labels=boxes, objframe_idx_2_label_idx=np.arange(0, 2 * n, 2)
@@ -108,3 +109,18 @@ def test_stage_writes_split_and_metrics(tmp_path, repo_root, run_stage):
     assert split["mode"] == "wsod" and set(split["sequences"]) == {"a", "b"}
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["frames_kept"] == split["frames_kept"] > 0
+
+
+def test_sequence_length_beyond_the_data_is_refused(tmp_path):
+    manifest = make_dataset(tmp_path, {"a": 40, "b": 25})
+    make_split(manifest, tmp_path, SubsampleConfig(), history=41)  # the longest has 41 frames
+    with pytest.raises(ConfigError, match=r"'loader.sequence_length' = 20000 exceeds .* \(41 frames\)"):
+        make_split(manifest, tmp_path, SubsampleConfig(), history=20000)
+
+
+def test_corrupt_label_map_names_the_file(tmp_path):
+    manifest = make_dataset(tmp_path, {"a": 4})
+    victim = next(tmp_path.rglob("objframe_idx_2_repr_idx.npy"))
+    victim.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataFormatError, match="objframe_idx_2_repr_idx.npy: unreadable"):
+        make_split(manifest, tmp_path, SubsampleConfig(), history=1)

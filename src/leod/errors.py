@@ -19,3 +19,7 @@ class DataFormatError(LeodError):
 
 class MissingInputError(LeodError):
     """A required input path does not exist (usually: an upstream stage has not run)."""
+
+
+class OutputError(LeodError):
+    """An output cannot be written: disk full, file too large, read-only or a parent that is a file."""

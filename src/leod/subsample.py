@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from leod.config import SubsampleConfig
-from leod.data.layout import Manifest
+from leod.data.layout import Manifest, SequencePaths
+from leod.data.sequence import check_sequence_length
 from leod.errors import DataFormatError
 
 
@@ -74,6 +75,25 @@ def ssod_sequences(names: list[str], train_ratio: float, offset: int) -> list[st
     return names[offset % stride :: stride][:count]
 
 
+def _read_sequence(seq: SequencePaths) -> tuple[int, np.ndarray, np.ndarray]:
+    """Frame count, label frame -> repr index, and boxes per label frame of one sequence."""
+    for path in (seq.objframe_to_repr, seq.labels, seq.repr_timestamps):
+        if not path.is_file():
+            raise DataFormatError(f"{path}: missing; rerun `dvc repro preprocess`")
+    path = seq.repr_timestamps
+    try:
+        n_frames = len(np.load(path, mmap_mode="r", allow_pickle=False))
+        path = seq.objframe_to_repr
+        repr_idx = np.load(path, allow_pickle=False)
+        path = seq.labels
+        with np.load(path, allow_pickle=False) as npz:
+            starts = npz["objframe_idx_2_label_idx"]
+            n_boxes = len(npz["labels"])
+    except (ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+        raise DataFormatError(f"{path}: unreadable ({exc})") from exc
+    return n_frames, repr_idx, np.diff(np.append(starts, n_boxes))
+
+
 def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: int) -> Split:
     """Compute the split of the train sequences of a preprocessed dataset."""
     seqs = manifest.sequences(root, "train")
@@ -86,15 +106,10 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
     )
     kept: dict[str, list[int]] = {}
     frames_total = boxes_total = boxes_kept = 0
+    lengths = []
     for seq in seqs:
-        for path in (seq.objframe_to_repr, seq.labels):
-            if not path.is_file():
-                raise DataFormatError(f"{path}: missing; rerun `dvc repro preprocess`")
-        repr_idx = np.load(seq.objframe_to_repr, allow_pickle=False)
-        with np.load(seq.labels, allow_pickle=False) as npz:
-            starts = npz["objframe_idx_2_label_idx"]
-            n_boxes = len(npz["labels"])
-        counts = np.diff(np.append(starts, n_boxes))
+        n_frames, repr_idx, counts = _read_sequence(seq)
+        lengths.append(n_frames)
         if cfg.mode == "wsod":
             frames = wsod_frames(repr_idx, cfg.ratio, cfg.offset, history)
         elif cfg.mode == "ssod":
@@ -105,6 +120,7 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
         frames_total += len(repr_idx)
         boxes_total += int(counts.sum())
         boxes_kept += int(counts[frames].sum()) if frames else 0
+    check_sequence_length(history, lengths, f"the train split in {root}")
     split = Split(cfg.mode, kept, frames_total, boxes_total, boxes_kept)
     if split.frames_kept == 0:
         raise DataFormatError(f"subsample: no label frame kept with mode={cfg.mode} (empty split)")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from leod.data.augment import augment_boxes, augment_frames
 from leod.data.batch import Batch, Sample, collate
 from leod.data.sampling import BatchPlan, DataConfig, InferenceSampler, SampleSpec, TrainSampler
-from leod.data.sequence import SequenceData
+from leod.data.sequence import SequenceData, check_sequence_length
 from leod.labels.boxes import empty_boxes
 
 
@@ -90,6 +90,14 @@ def _unchanged(batch: Batch) -> Batch:
     return batch
 
 
+def _checked(sequences: Sequence[SequenceData], plans: Iterable[BatchPlan]) -> Iterator[BatchPlan]:
+    """``plans``, each checked against the data before any of its frames is allocated."""
+    counts = [seq.num_frames for seq in sequences]
+    for plan in plans:
+        check_sequence_length(plan.length, counts, f"the {len(counts)} sequence(s) loaded")
+        yield plan
+
+
 def iterate_batches(
     sequences: Sequence[SequenceData],
     plans: Iterable[BatchPlan],
@@ -97,6 +105,7 @@ def iterate_batches(
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Batches for ``plans`` in order; ``num_workers > 0`` loads them in DataLoader workers."""
+    plans = _checked(sequences, plans)
     if num_workers == 0:
         for plan in plans:
             batch = load_batch(sequences, plan)

@@ -23,7 +23,7 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 
 from leod.data.layout import Manifest, SequencePaths
-from leod.errors import DataFormatError, MissingInputError
+from leod.errors import ConfigError, DataFormatError, MissingInputError
 from leod.labels.boxes import clip_to_frame, to_internal, validate_boxes
 
 #: LEOD marks boxes that must be neither learned nor treated as background with this class.
@@ -184,6 +184,7 @@ class SequenceData:
         paths: SequencePaths,
         labels_override: LabelFiles | LabelArrays | None = None,
         kept: Iterable[int] | None = None,
+        kept_source: str | None = None,
     ) -> None:
         self.paths = paths
         self.name = paths.name
@@ -207,8 +208,9 @@ class SequenceData:
         bad = (kept_frames < 0) | (kept_frames >= len(self.label_repr))
         if bad.any():
             raise DataFormatError(
-                f"{self.label_source}: kept label frame {int(kept_frames[bad][0])} of sequence "
-                f"'{self.name}' is out of range [0, {len(self.label_repr)})"
+                f"{kept_source or self.label_source}: kept label frame {int(kept_frames[bad][0])} of "
+                f"sequence '{self.name}' is out of range [0, {len(self.label_repr)}) "
+                f"(labels: {self.label_source})"
             )
         self.supervised[self.label_repr[kept_frames]] = True
 
@@ -261,12 +263,31 @@ class SequenceData:
             ) from exc
 
 
+def check_sequence_length(length: int, frame_counts: Iterable[int], where: str) -> None:
+    """``loader.sequence_length`` may not exceed the longest sequence of ``where``: batches are
+    allocated at full length, so a length far beyond the data would fill memory with padding."""
+    longest = max(frame_counts, default=0)
+    if length > longest:
+        raise ConfigError(
+            f"params key 'loader.sequence_length' = {length} exceeds the longest sequence of {where} "
+            f"({longest} frames)"
+        )
+
+
+class KeptFrames(dict[str, tuple[int, ...]]):
+    """Kept label frames per sequence name, remembering the split file they were read from."""
+
+    def __init__(self, frames: dict[str, tuple[int, ...]], source: str) -> None:
+        super().__init__(frames)
+        self.source = source
+
+
 @dataclass(frozen=True)
 class Split:
     """A subsample split: which label frames of which training sequences are kept."""
 
     mode: str
-    sequences: dict[str, tuple[int, ...]]
+    sequences: KeptFrames
 
 
 def load_split(path: str | os.PathLike[str]) -> Split:
@@ -287,11 +308,13 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     sequences: dict[str, tuple[int, ...]] = {}
     for name, frames in data["sequences"].items():
         if not isinstance(frames, list) or not all(
-            isinstance(f, int) and not isinstance(f, bool) for f in frames
+            isinstance(f, int) and not isinstance(f, bool) and 0 <= f < 2**63 for f in frames
         ):
-            raise DataFormatError(f"{path}: sequences.{name} must be a list of label-frame indices")
+            raise DataFormatError(
+                f"{path}: sequences.{name} must be a list of label-frame indices (integers >= 0)"
+            )
         sequences[name] = tuple(frames)
-    return Split(data["mode"], sequences)
+    return Split(data["mode"], KeptFrames(sequences, str(path)))
 
 
 def open_sequences(
@@ -312,8 +335,9 @@ def open_sequences(
     if kept is not None:
         unknown = sorted(set(kept) - set(names))
         if unknown:
+            source = f"{kept.source}: " if isinstance(kept, KeptFrames) else ""
             raise DataFormatError(
-                f"split lists sequence '{unknown[0]}' that the '{split}' split does not hold"
+                f"{source}split lists sequence '{unknown[0]}' that the '{split}' split does not hold"
             )
         names = [n for n in names if n in kept]
     override = labels_override or {}
@@ -323,6 +347,7 @@ def open_sequences(
             manifest.sequence(Path(root), split, name),
             labels_override=override.get(name),
             kept=None if kept is None else kept[name],
+            kept_source=kept.source if isinstance(kept, KeptFrames) else None,
         )
         if seq.frame_shape[1:] != (manifest.height, manifest.width):
             raise DataFormatError(

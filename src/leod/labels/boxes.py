@@ -83,10 +83,16 @@ def to_internal(array: np.ndarray, source: str = "<array>") -> np.ndarray:
     names = array.dtype.names
     if names is None:
         raise DataFormatError(f"{source}: box array is not a structured array (dtype {array.dtype})")
+    if array.ndim != 1:
+        raise DataFormatError(f"{source}: box array must be 1-D, got shape {array.shape}")
     present = {_RENAMES.get(n, n): n for n in names}
     missing = [f for f in _REQUIRED if f not in present]
     if missing:
         raise DataFormatError(f"{source}: box array lacks field(s) {missing}; has {list(names)}")
+    for field in BOX_DTYPE.names:
+        dtype = array.dtype[present[field]] if field in present else None
+        if dtype is not None and (dtype.shape != () or dtype.kind not in "biuf"):
+            raise DataFormatError(f"{source}: box field '{present[field]}' is {dtype}, expected a number")
     out = empty_boxes(len(array))
     for field in BOX_DTYPE.names:
         if field in present:

@@ -1,9 +1,12 @@
 """Convert one raw recording (events + boxes) into the RVT preprocessed layout.
 
-Events are streamed from disk in chunks of ``read_chunk_ms``; a small carry buffer holds
-the events that later windows still need, so memory stays bounded by one chunk plus one
-window whatever the recording's length. Histogram frames are appended to a resizable,
-Blosc-zstd compressed HDF5 dataset with one chunk per frame (RVT's layout).
+Events are streamed from disk in chunks of ``read_chunk_events``; a small carry buffer holds
+the events that later windows still need, and the windows a chunk closes are computed at
+most ``_BLOCK_BYTES`` of frames at a time, so memory stays bounded by one chunk plus one
+block whatever the recording's length or the time one chunk spans (a corrupt timestamp far
+ahead leaves a long run of empty windows). Events more than ``MAX_EVENTS_AFTER_LABELS_S``
+after the last label frame are corrupt timestamps, an error. Histogram frames are appended
+to a resizable, Blosc-zstd compressed HDF5 dataset with one chunk per frame (RVT's layout).
 """
 
 from __future__ import annotations
@@ -14,18 +17,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import hdf5plugin
 import numpy as np
 
-from leod.atomic import save_npy, save_npz
+from leod.atomic import save_npy, save_npz, write_h5
 from leod.config import DatasetPreset, PreprocessConfig, RepresentationConfig
 from leod.data.layout import SequencePaths
-from leod.errors import DataFormatError
-from leod.events.reader import open_recording
+from leod.errors import ConfigError, DataFormatError
+from leod.events.reader import EventReader, open_recording
 from leod.events.types import Events
 from leod.labels.boxes import load_bbox_npy
-from leod.preprocess.histogram import stacked_histograms
+from leod.preprocess.histogram import output_shape, stacked_histograms
 from leod.preprocess.labels import (
     BoxFilterStats,
     filter_boxes,
@@ -55,12 +57,36 @@ class SequenceSummary:
     label_frames: int
     boxes: int
     events: int
-    clamped_timestamps: int
+    reader: dict[str, int]  # the reader's counters (see reader_counts)
     box_stats: BoxFilterStats
     skipped: str | None = None
 
 
-def _stream_histograms(
+#: Most frame bytes computed at once (one block of windows).
+_BLOCK_BYTES = 64 << 20
+#: Events this long after the last label frame mean corrupt timestamps: datasets label their
+#: recordings to the end, and a counter misread as a wrap or a flipped high bit moves every
+#: later event minutes to hours ahead.
+MAX_EVENTS_AFTER_LABELS_S = 600
+
+
+def reader_counts(reader: EventReader) -> dict[str, int]:
+    """The reader's counters of its last pass, as recorded in the preprocess metrics."""
+    return {"clamped": reader.clamped_count}
+
+
+def grid_us(rep: RepresentationConfig) -> tuple[int, int]:
+    """``(window_us, step_us)`` of the representation grid; both must be at least 1 us."""
+    window_us, step_us = round(rep.window_ms * 1000), round(rep.step_ms * 1000)
+    for key, value, us in (("window_ms", rep.window_ms, window_us), ("step_ms", rep.step_ms, step_us)):
+        if us < 1:
+            raise ConfigError(
+                f"params key 'representation.{key}' = {value} is below the 1 us timestamp resolution"
+            )
+    return window_us, step_us
+
+
+def stream_histograms(
     chunks: Iterator[Events],
     first_end: int,
     window_us: int,
@@ -72,35 +98,55 @@ def _stream_histograms(
 
     A window is finalised once an event later than its end has been read (events are
     time-sorted), so each block only needs the current chunk plus the carried-over events
-    of the windows still open.
+    of the windows still open; a block holds at most ``_BLOCK_BYTES`` of frames.
     """
+    frame_bytes = int(np.prod(output_shape(preset.height, preset.width, rep.nbins, preset.downsample)))
+    block_span = max(1, _BLOCK_BYTES // frame_bytes) * step_us
     carry = Events.empty()
     next_end = first_end
     last_t: int | None = None
 
-    def block(buf: Events, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        frames = stacked_histograms(
-            buf,
-            ends,
-            window_us,
-            preset.height,
-            preset.width,
-            rep.nbins,
-            rep.count_cutoff,
-            downsample=preset.downsample,
-        )
-        return ends, frames
+    def blocks(buf: Events, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The windows ending in ``[next_end, stop)``, block by block, each from its own events."""
+        for start in range(next_end, stop, block_span):
+            ends = np.arange(start, min(start + block_span, stop), step_us, dtype=np.int64)
+            first = int(np.searchsorted(buf.t, ends[0] - window_us, side="left"))
+            last = int(np.searchsorted(buf.t, ends[-1], side="right"))
+            frames = stacked_histograms(
+                buf.slice(first, last),
+                ends,
+                window_us,
+                preset.height,
+                preset.width,
+                rep.nbins,
+                rep.count_cutoff,
+                downsample=preset.downsample,
+            )
+            yield ends, frames
 
     for chunk in chunks:
         buf = Events.concatenate([carry, chunk])
         last_t = int(buf.t[-1])
         if next_end < last_t:
-            ends = np.arange(next_end, last_t, step_us, dtype=np.int64)
-            yield block(buf, ends)
+            for ends, frames in blocks(buf, last_t):
+                yield ends, frames
             next_end = int(ends[-1]) + step_us
         carry = buf.slice(int(np.searchsorted(buf.t, next_end - window_us, side="left")), len(buf))
     if last_t is not None and next_end <= last_t:
-        yield block(carry, np.arange(next_end, last_t + 1, step_us, dtype=np.int64))
+        yield from blocks(carry, last_t + 1)
+
+
+def _plausible(chunks: Iterator[Events], path: Path, last_label_us: int) -> Iterator[Events]:
+    """``chunks`` unchanged, failing at the first event implausibly long after the labels."""
+    limit = last_label_us + MAX_EVENTS_AFTER_LABELS_S * 1_000_000
+    for chunk in chunks:
+        t = int(chunk.t[-1])
+        if t > limit:
+            raise DataFormatError(
+                f"{path}: events run to t={t} us, {(t - last_label_us) / 1e6:.0f} s after the last "
+                f"label frame (more than {MAX_EVENTS_AFTER_LABELS_S} s): corrupt timestamps"
+            )
+        yield chunk
 
 
 def convert_sequence(
@@ -117,15 +163,21 @@ def convert_sequence(
     """
     boxes = load_bbox_npy(rec.boxes_path)
     boxes, stats = filter_boxes(boxes, preset, train=rec.split == "train")
+    if stats.none_on_sensor:
+        # Not a skip: boxes that all miss the sensor mean a wrong preset size or a corrupt box
+        # file, and skipping would silently drop the sequence from its split.
+        raise DataFormatError(
+            f"{rec.boxes_path}: none of its {stats.total - stats.dropped_class} boxes lies on the "
+            f"{preset.width}x{preset.height} sensor (wrong dataset preset or corrupt box file)"
+        )
     frame_times = label_frame_times(boxes["t"], preset)
 
     def skipped(reason: str) -> SequenceSummary:
-        return SequenceSummary(rec.name, rec.split, 0, 0, 0, 0, 0, stats, skipped=reason)
+        return SequenceSummary(rec.name, rec.split, 0, 0, 0, 0, {}, stats, skipped=reason)
 
     if len(frame_times) == 0:
         return skipped("no label frame left after the box rules")
-    window_us = round(rep.window_ms * 1000)
-    step_us = round(rep.step_ms * 1000)
+    window_us, step_us = grid_us(rep)
     first_end = grid_start(int(frame_times[0]), window_us, step_us)
 
     reader = open_recording(
@@ -144,8 +196,8 @@ def convert_sequence(
             n_events += len(chunk)
             yield chunk
 
-    with h5py.File(out.representations, "w") as h5:
-        data = h5.create_dataset(
+    with write_h5(out.representations) as h5:
+        data = h5.file.create_dataset(
             "data",
             shape=(0, channels, height, width),
             maxshape=(None, channels, height, width),
@@ -153,12 +205,12 @@ def convert_sequence(
             chunks=(1, channels, height, width),
             **hdf5plugin.Blosc(cname="zstd", clevel=pp.compression_level, shuffle=hdf5plugin.Blosc.SHUFFLE),
         )
-        for ends, frames in _stream_histograms(
-            counted(reader.iter_chunks()), first_end, window_us, step_us, preset, rep
-        ):
+        chunks = _plausible(counted(reader.iter_chunks()), rec.events_path, int(frame_times[-1]))
+        for ends, frames in stream_histograms(chunks, first_end, window_us, step_us, preset, rep):
             n = data.shape[0]
             data.resize(n + len(frames), axis=0)
             data[n:] = frames
+            h5.check()
             all_ends.append(ends)
     ends = np.concatenate(all_ends) if all_ends else np.zeros(0, np.int64)
 
@@ -176,7 +228,7 @@ def convert_sequence(
     save_npy(out.label_timestamps, frame_times)
     save_npz(out.labels, labels=boxes, objframe_idx_2_label_idx=starts)
     return SequenceSummary(
-        rec.name, rec.split, len(ends), len(frame_times), len(boxes), n_events, reader.clamped_count, stats
+        rec.name, rec.split, len(ends), len(frame_times), len(boxes), n_events, reader_counts(reader), stats
     )
 
 

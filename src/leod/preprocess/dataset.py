@@ -9,20 +9,34 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
-
-import h5py
-import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
+from typing import Any
 
 from leod.atomic import atomic_path
 from leod.config import Params
 from leod.data.layout import MANIFEST, SPLITS, Manifest, SequencePaths
+from leod.data.sequence import SequenceData
 from leod.errors import DataFormatError, MissingInputError
-from leod.preprocess.convert import Recording, SequenceSummary, convert_sequence, find_recordings
+from leod.preprocess.convert import (
+    Recording,
+    SequenceSummary,
+    convert_sequence,
+    find_recordings,
+    grid_us,
+)
 from leod.preprocess.labels import BoxFilterStats
 from leod.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """What the stage produced: the manifest, and the counts for its metrics file."""
+
+    manifest: Manifest
+    metrics: dict[str, Any]
 
 
 def _convert_one(args: tuple[Recording, Path, Params]) -> SequenceSummary:
@@ -65,9 +79,10 @@ def convert_dataset(
     out_dir: str | os.PathLike[str],
     log: Callable[[str], None] = print,
     progress: bool = True,
-) -> Manifest:
+) -> Preprocessed:
     """Convert every raw recording of the selected preset into ``out_dir`` (see module doc)."""
     preset = params.preset
+    grid_us(params.representation)  # a bad grid fails before any work
     raw = Path(raw_dir)
     if not raw.is_dir():
         raise MissingInputError(f"{raw}: raw dataset folder does not exist (dataset: {params.dataset})")
@@ -80,18 +95,18 @@ def convert_dataset(
     with atomic_path(out_dir, is_dir=True) as tmp:
         jobs = [(rec, tmp, params) for rec in recordings]
         workers = min(params.preprocess.workers, len(jobs))
-        bar = progress_bar(len(jobs), "preprocess", "seq", enabled=progress)
         summaries: list[SequenceSummary] = []
-        if workers == 1:
-            for job in jobs:
-                summaries.append(_convert_one(job))
-                bar.update()
-        else:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                for summary in pool.imap(_convert_one, jobs):
-                    summaries.append(summary)
+        # closed before an error propagates, so the error stays the last line printed
+        with progress_bar(len(jobs), "preprocess", "seq", enabled=progress) as bar:
+            if workers == 1:
+                for job in jobs:
+                    summaries.append(_convert_one(job))
                     bar.update()
-        bar.close()
+            else:
+                with mp.get_context("spawn").Pool(workers) as pool:
+                    for summary in pool.imap(_convert_one, jobs):
+                        summaries.append(summary)
+                        bar.update()
         splits = {s: [x.name for x in summaries if x.split == s and x.skipped is None] for s in SPLITS}
         for x in summaries:
             if x.skipped:
@@ -101,21 +116,45 @@ def convert_dataset(
                 raise DataFormatError(f"{raw}/{split}: no usable sequence after preprocessing (empty split)")
         manifest = _manifest(params, splits, None, (preset.height // scale, preset.width // scale))
         (tmp / MANIFEST).write_text(manifest.to_json())
-    _log_summary(summaries, log)
-    return manifest
-
-
-def _log_summary(summaries: list[SequenceSummary], log: Callable[[str], None]) -> None:
-    for split in SPLITS:
-        part = [s for s in summaries if s.split == split and s.skipped is None]
-        stats = reduce(lambda a, b: a + b, (s.box_stats for s in part), BoxFilterStats(0, 0, 0, 0, 0))
+    metrics = _metrics(summaries)
+    for split, m in metrics.items():
+        reader = ", ".join(f"{k} {v}" for k, v in m["reader"].items())
+        rules = m["box_rules"].items()
+        drops = ", ".join(f"{k.removeprefix('dropped_')} {v}" for k, v in rules if k != "total")
         log(
-            f"{split}: {len(part)} sequences, {sum(s.frames for s in part)} frames, "
-            f"{sum(s.label_frames for s in part)} label frames, {sum(s.boxes for s in part)} boxes kept; "
-            f"{sum(s.events for s in part):,} events, {sum(s.clamped_timestamps for s in part)} timestamps "
-            f"clamped; boxes dropped: class {stats.dropped_class}, empty {stats.dropped_empty}, "
-            f"small {stats.dropped_small}, wide {stats.dropped_wide}"
+            f"{split}: {m['sequences']} sequences ({m['skipped']} skipped), {m['frames']} frames, "
+            f"{m['label_frames']} label frames, {m['boxes']} boxes kept; {m['events']:,} events "
+            f"(reader: {reader or 'nothing counted'}); boxes dropped: {drops}"
         )
+    return Preprocessed(manifest, metrics)
+
+
+def _sum_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, value in one.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def _metrics(summaries: list[SequenceSummary]) -> dict[str, Any]:
+    """Per-split totals of the converted sequences (the stage's metrics file)."""
+    out: dict[str, Any] = {}
+    for split in SPLITS:
+        done = [s for s in summaries if s.split == split and s.skipped is None]
+        every = [s for s in summaries if s.split == split]
+        stats = reduce(lambda a, b: a + b, (s.box_stats for s in every), BoxFilterStats(0, 0, 0, 0, 0, 0))
+        out[split] = {
+            "sequences": len(done),
+            "skipped": len(every) - len(done),
+            "frames": sum(s.frames for s in done),
+            "label_frames": sum(s.label_frames for s in done),
+            "boxes": sum(s.boxes for s in done),
+            "events": sum(s.events for s in done),
+            "reader": _sum_counts(s.reader for s in done),
+            "box_rules": stats.as_dict(),
+        }
+    return out
 
 
 def index_rvt_preprocessed(
@@ -123,8 +162,12 @@ def index_rvt_preprocessed(
     raw_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     log: Callable[[str], None] = print,
-) -> Manifest:
-    """Validate an RVT-preprocessed download and write a manifest that points at it."""
+) -> Preprocessed:
+    """Validate an RVT-preprocessed download and write a manifest that points at it.
+
+    Every sequence is opened as the loaders will (files, shapes, label indices) and its first
+    and last frames are decoded, so a corrupt download fails here, naming the file.
+    """
     root = Path(raw_dir).resolve()
     if not root.is_dir():
         raise MissingInputError(
@@ -143,11 +186,15 @@ def index_rvt_preprocessed(
             for path in (seq.representations, seq.objframe_to_repr, seq.repr_timestamps, seq.labels):
                 if not path.is_file():
                     raise DataFormatError(f"{path}: missing (expected RVT preprocessed layout)")
-            with h5py.File(seq.representations, "r") as h5:
-                t, c, h, w = h5["data"].shape
-            if c != 2 * rep.nbins:
-                raise DataFormatError(f"{seq.representations}: {c} channels, params say nbins={rep.nbins}")
-            shape = shape or (h, w)
+            data = SequenceData(seq)
+            if data.num_frames:
+                data.read_frames(0, 1)
+                data.read_frames(data.num_frames - 1, data.num_frames)
+            shape = shape or data.frame_shape[1:]
+            if data.frame_shape[1:] != shape:
+                raise DataFormatError(
+                    f"{seq.representations}: frames are {data.frame_shape[1:]}, other sequences' {shape}"
+                )
         if not names:
             raise DataFormatError(f"{folder}: no sequences (empty split)")
         splits[split] = names
@@ -156,4 +203,4 @@ def index_rvt_preprocessed(
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / MANIFEST).write_text(manifest.to_json())
     log(f"indexed {sum(map(len, splits.values()))} preprocessed sequences in {root} (no conversion)")
-    return manifest
+    return Preprocessed(manifest, {split: {"sequences": len(names)} for split, names in splits.items()})

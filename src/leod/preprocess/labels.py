@@ -3,7 +3,8 @@
 Order of the box rules (RVT ``preprocess_dataset.py``, see the facts file):
 
 1. keep only the preset's classes (1Mpx: ids 0-2) and re-index them 0..K-1;
-2. crop to the field of view, drop boxes left with zero width or height;
+2. crop to the field of view, drop boxes left with zero width or height (counted apart:
+   boxes that had an area but lie wholly outside the sensor);
 3. the Prophesee minimum diagonal / side filter where the preset uses one (Gen1 30/10);
 4. train split only: drop boxes wider than ``max_box_width_frac`` of the frame (faulty boxes).
 
@@ -30,19 +31,43 @@ class BoxFilterStats:
 
     total: int
     dropped_class: int
-    dropped_empty: int
+    dropped_empty: int  # zero width or height in the file
+    dropped_outside: int  # an area, but none of it on the sensor
     dropped_small: int
     dropped_wide: int
 
     @property
     def kept(self) -> int:
-        return self.total - self.dropped_class - self.dropped_empty - self.dropped_small - self.dropped_wide
+        return self.total - sum(self.astuple()[1:])
+
+    @property
+    def none_on_sensor(self) -> bool:
+        """True when boxes of the preset's classes exist but none has an area on the sensor."""
+        of_classes = self.total - self.dropped_class
+        return self.dropped_outside > 0 and self.dropped_outside + self.dropped_empty == of_classes
 
     def __add__(self, other: BoxFilterStats) -> BoxFilterStats:
         return BoxFilterStats(*(a + b for a, b in zip(self.astuple(), other.astuple(), strict=True)))
 
-    def astuple(self) -> tuple[int, int, int, int, int]:
-        return (self.total, self.dropped_class, self.dropped_empty, self.dropped_small, self.dropped_wide)
+    def astuple(self) -> tuple[int, ...]:
+        return (
+            self.total,
+            self.dropped_class,
+            self.dropped_empty,
+            self.dropped_outside,
+            self.dropped_small,
+            self.dropped_wide,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "dropped_class": self.dropped_class,
+            "dropped_empty": self.dropped_empty,
+            "dropped_outside": self.dropped_outside,
+            "dropped_small": self.dropped_small,
+            "dropped_wide": self.dropped_wide,
+        }
 
 
 def filter_boxes(boxes: np.ndarray, preset: DatasetPreset, train: bool) -> tuple[np.ndarray, BoxFilterStats]:
@@ -60,9 +85,11 @@ def filter_boxes(boxes: np.ndarray, preset: DatasetPreset, train: bool) -> tuple
         boxes = boxes[~outside]
         dropped_class = int(outside.sum())
 
+    had_area = (boxes["w"] > 0) & (boxes["h"] > 0)
     boxes = clip_to_frame(boxes, preset.height, preset.width)
     nonempty = (boxes["w"] > 0) & (boxes["h"] > 0)
-    dropped_empty = int((~nonempty).sum())
+    dropped_empty = int((~had_area).sum())
+    dropped_outside = int((had_area & ~nonempty).sum())
     boxes = boxes[nonempty]
 
     w, h = boxes["w"], boxes["h"]
@@ -75,7 +102,8 @@ def filter_boxes(boxes: np.ndarray, preset: DatasetPreset, train: bool) -> tuple
         narrow = boxes["w"] <= preset.max_box_width_frac * preset.width
         dropped_wide = int((~narrow).sum())
         boxes = boxes[narrow]
-    return boxes, BoxFilterStats(total, dropped_class, dropped_empty, dropped_small, dropped_wide)
+    stats = BoxFilterStats(total, dropped_class, dropped_empty, dropped_outside, dropped_small, dropped_wide)
+    return boxes, stats
 
 
 def label_frame_times(timestamps_us: np.ndarray, preset: DatasetPreset) -> np.ndarray:

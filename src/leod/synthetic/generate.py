@@ -138,12 +138,12 @@ def generate_dataset(
                 for i in range(cfg.sequences.count(split))
             ]
         results = _map(_write_sequence, jobs, workers)
-        bar = progress_bar(len(jobs), "synthetic", "seq", enabled=progress)
         stats = []
-        for row in results:
-            stats.append(row)
-            bar.update()
-        bar.close()
+        # closed before an error propagates, so the error stays the last line printed
+        with progress_bar(len(jobs), "synthetic", "seq", enabled=progress) as bar:
+            for row in results:
+                stats.append(row)
+                bar.update()
         summary = _summarise(cfg, height, width, classes, stats)
         write_json(tmp / "dataset.json", summary)
     return summary
