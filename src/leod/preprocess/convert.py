@@ -22,7 +22,7 @@ from leod.atomic import save_npy, save_npz
 from leod.config import DatasetPreset, PreprocessConfig, RepresentationConfig
 from leod.data.layout import SequencePaths
 from leod.errors import DataFormatError
-from leod.events.reader import open_recording
+from leod.events import open_recording
 from leod.events.types import Events
 from leod.labels.boxes import load_bbox_npy
 from leod.preprocess.histogram import stacked_histograms
