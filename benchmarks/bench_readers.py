@@ -10,7 +10,8 @@ sizes). The competitors are optional (``pip install -e .[bench]``); a missing on
    uses its vector words.
 2. Each reader decodes each whole file to numpy, one thread, ``--repeats`` times, the readers
    interleaved within every repeat so that the load of a shared machine hits all of them
-   alike; the median is reported, with the ratio to expelliarmus.
+   alike; the medians of wall and CPU time are reported, with the ratio to expelliarmus
+   (CPU time is the steadier figure when other jobs compete for the cores).
 3. Every decoder's output is compared with the source events (x, y, p, t in file order); a
    mismatch is reported, not raised (expelliarmus' EVT 3.0 timestamps are known to be wrong).
    The real samples in ``../shared/real-events`` are timed too, checked against our decode.
@@ -127,8 +128,9 @@ class Case:
     decoders: dict[str, Decoder]
 
 
-def time_case(case: Case, repeats: int) -> list[tuple[str, float, str]]:
-    """Median seconds per decoder (interleaved repeats after one checked warm-up) and check result."""
+def time_case(case: Case, repeats: int) -> list[tuple[str, float, float, str]]:
+    """Median wall and CPU seconds per decoder (interleaved repeats after one checked warm-up)
+    and the check result. CPU time is the steadier figure when other jobs share the cores."""
     checks: dict[str, str] = {}
     reference = case.reference
     for name, decode in case.decoders.items():  # warm-up (numba JIT, page cache) + check
@@ -138,15 +140,20 @@ def time_case(case: Case, repeats: int) -> list[tuple[str, float, str]]:
         checks[name] = mismatch(got, reference) if reference is not None else "?"
         del got
         gc.collect()
-    times: dict[str, list[float]] = {name: [] for name in case.decoders}
+    wall: dict[str, list[float]] = {name: [] for name in case.decoders}
+    cpu: dict[str, list[float]] = {name: [] for name in case.decoders}
     for _ in range(repeats):
         for name, decode in case.decoders.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             got = decode(case.path)
-            times[name].append(time.perf_counter() - start)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
             del got
             gc.collect()
-    return [(name, float(np.median(times[name])), checks[name]) for name in case.decoders]
+    return [
+        (name, float(np.median(wall[name])), float(np.median(cpu[name])), checks[name])
+        for name in case.decoders
+    ]
 
 
 def streaming_peak_mb(path: Path) -> float:
@@ -168,7 +175,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}  (NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']})")
     events = synthetic_events(args.events, args.rate)
     folder = Path(tempfile.mkdtemp(prefix="bench_readers_"))
-    rows: list[tuple[str, int, str, float, str]] = []
+    rows: list[tuple[str, int, str, float, float, str]] = []
     peaks: list[str] = []
     try:
         writers = {
@@ -187,16 +194,23 @@ def main() -> None:
             }
             live = {k: v for k, v in decoders.items() if v is not None}
             cases.append(Case(f"{fmt.upper()}, {len(events) / 1e6:g}M synthetic", path, events, live))
-        for fmt, sample in (("evt2", "expelliarmus_evt2_sample.raw"), ("evt3", "expelliarmus_evt3_sample.raw")):
+        for fmt, sample in (
+            ("evt2", "expelliarmus_evt2_sample.raw"),
+            ("evt3", "expelliarmus_evt3_sample.raw"),
+        ):
             if (REAL / sample).is_file():
                 decoders = {"ours": ours, "expelliarmus": expelliarmus_decoder(fmt), "evlib": evlib_decoder()}
                 live = {k: v for k, v in decoders.items() if v is not None}
                 cases.append(Case(f"{sample} (real)", REAL / sample, None, live))
         for case in cases:
             n = len(open_recording(case.path).read_all())
-            for name, seconds, check in time_case(case, args.repeats):
-                rows.append((case.name, n, name, seconds, check))
-                print(f"  {case.name:34s} {name:13s} {n / seconds / 1e6:8.1f} M ev/s  check: {check or 'equal'}")
+            for name, wall, cpu, check in time_case(case, args.repeats):
+                rows.append((case.name, n, name, wall, cpu, check))
+                print(
+                    f"  {case.name:36s} {name:13s} wall {n / wall / 1e6:7.1f}  cpu {n / cpu / 1e6:7.1f} M ev/s"
+                    f"  check: {check or 'equal'}",
+                    flush=True,
+                )
         for case in cases[: len(args.formats.split(","))]:
             size = case.path.stat().st_size
             half = folder / f"half{case.path.suffix}"
@@ -206,17 +220,20 @@ def main() -> None:
                 dst.write(src.read(body + (size // 10 - body) // 8 * 8))
             peak_part = streaming_peak_mb(half)
             half.unlink()
-            peaks.append(f"  {case.name:34s} peak {peak_full:6.1f} MiB (file {size / 2**20:.0f} MiB); "
-                         f"first 10 % of it: {peak_part:6.1f} MiB")
+            peaks.append(
+                f"  {case.name:34s} peak {peak_full:6.1f} MiB (file {size / 2**20:.0f} MiB); "
+                f"first 10 % of it: {peak_part:6.1f} MiB"
+            )
     finally:
         shutil.rmtree(folder)
-    print("\n| file | decoder | M ev/s | ratio to expelliarmus | output |")
-    print("|---|---|---|---|---|")
-    base = {case: n / s for case, n, name, s, _ in rows if name == "expelliarmus"}
-    for case, n, name, seconds, check in rows:
-        rate = n / seconds / 1e6
-        ratio = f"{rate * 1e6 / base[case]:.2f}x" if case in base else "-"
-        print(f"| {case} | {name} | {rate:.1f} | {ratio} | {check or 'exact'} |")
+    print("\n| file | decoder | M ev/s (wall) | M ev/s (CPU) | ratio to expelliarmus (wall / CPU) | output |")
+    print("|---|---|---|---|---|---|")
+    base = {case: (wall, cpu) for case, _, name, wall, cpu, _ in rows if name == "expelliarmus"}
+    for case, n, name, wall, cpu, check in rows:
+        ratio = f"{base[case][0] / wall:.2f}x / {base[case][1] / cpu:.2f}x" if case in base else "-"
+        print(
+            f"| {case} | {name} | {n / wall / 1e6:.1f} | {n / cpu / 1e6:.1f} | {ratio} | {check or 'exact'} |"
+        )
     print("\nstreaming memory (iter_chunks, default chunk size, tracemalloc peak):")
     print("\n".join(peaks))
     print(f"load average after: {os.getloadavg()}")

@@ -19,7 +19,7 @@ from numba import njit
 
 from leod.atomic import atomic_path
 from leod.errors import DataFormatError
-from leod.events.policy import ReadPolicy
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
@@ -122,41 +122,55 @@ def read_dat_header(path: Path) -> DatHeader:
     return DatHeader(event_type, dims.get("height"), dims.get("width"), body_offset)
 
 
-@njit(cache=True)
+@njit(**KERNEL)
 def _decode_dat(
     words: np.ndarray,
     state: np.ndarray,
+    acc: np.ndarray,
     out_t: np.ndarray,
     out_x: np.ndarray,
     out_y: np.ndarray,
     out_p: np.ndarray,
     n: int,
-    limit: int,
 ) -> int:
-    """Decode records given as ``uint32`` pairs ``(t, w)`` from output slot ``n`` on, at most
-    up to slot ``limit``; return the number of records decoded.
+    """Decode records given as ``uint32`` pairs ``(t, w)``; return the next free output slot.
 
     32-bit timestamps are unrolled: a backward step of more than half the counter range is a
     wrap (the counter passed 2^32 us, about 71.6 min); smaller backward steps are sensor
     jitter, left to the policy. ``state`` holds the previous raw timestamp (-1 at file start)
-    and the wrap offset. Polarity is bit 28 only, as openeb reads it.
+    and the wrap count. Polarity is bit 28 only, as openeb reads it.
     """
     previous = state[0]
     wraps = state[1]
-    count = min(words.shape[0] // 2, limit - n)
-    for i in range(count):
+    bounds = limits(acc)
+    last = acc[A_LAST]
+    for i in range(words.shape[0] // 2):
         raw = np.int64(words[2 * i])
         w = words[2 * i + 1]
         if previous - raw > _TIMESTAMP_PERIOD // 2 and previous >= 0:
             wraps += _TIMESTAMP_PERIOD
         previous = raw
-        out_t[n + i] = raw + wraps
-        out_x[n + i] = w & 0x3FFF
-        out_y[n + i] = (w >> 14) & 0x3FFF
-        out_p[n + i] = (w >> 28) & 1
+        n, last = keep_event(
+            acc,
+            bounds,
+            i,
+            raw + wraps,
+            w & 0x3FFF,
+            (w >> 14) & 0x3FFF,
+            (w >> 28) & 1,
+            out_t,
+            out_x,
+            out_y,
+            out_p,
+            n,
+            last,
+        )
+        if n < 0:
+            break
     state[0] = previous
     state[1] = wraps
-    return count
+    acc[A_LAST] = last
+    return n
 
 
 class DatReader(EventReader):
@@ -191,15 +205,13 @@ class DatReader(EventReader):
         return np.asarray([-1, 0], np.int64)
 
     def _decode(
-        self, block: np.ndarray, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer, limit: int
+        self, block: np.ndarray, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer
     ) -> int:
         words = block[start:].view("<u4")  # a record is two little-endian uint32 words
-        count = _decode_dat(words, state, out.t, out.x, out.y, out.p, out.n, limit)
-        out.n += count
-        return count
-
-    def _record_of_event(self, block: np.ndarray, state: np.ndarray, event: int) -> int:
-        return event  # one event per record
+        n = _decode_dat(words, state, acc, out.t, out.x, out.y, out.p, out.n)
+        if n >= 0:
+            out.n = n
+        return len(block) - start
 
     def _position(self, index: int) -> str:
         return f"record {index} (byte {self.header.body_offset + EVENT_SIZE * index})"

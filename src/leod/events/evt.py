@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from leod.errors import DataFormatError
-from leod.events.policy import ReadPolicy, count_corrupt_word
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, count_corrupt_word, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
@@ -45,13 +45,14 @@ _PLUGIN_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
 
 # EVT 2.0 word types (bits 31..28); the others are reserved.
 _EVT2_CD_OFF, _EVT2_CD_ON, _EVT2_TIME_HIGH = 0x0, 0x1, 0x8
+_EVT2_IGNORED = (0xA, 0xE, 0xF)  # EXT_TRIGGER, OTHERS, CONTINUED
 _EVT2_TIME_HIGH_BITS = 28
 _EVT2_TIME_LOW_BITS = 6
 
-# EVT 3.0 word types (bits 15..12); 0x1, 0x9, 0xB and 0xD are reserved, the others
-# (CONTINUED_4/12, EXT_TRIGGER, IMU, OTHERS) carry no CD event.
+# EVT 3.0 word types (bits 15..12); 0x1, 0x9, 0xB and 0xD are reserved.
 _EVT3_ADDR_Y, _EVT3_ADDR_X, _EVT3_VECT_BASE_X = 0x0, 0x2, 0x3
 _EVT3_VECT_12, _EVT3_VECT_8, _EVT3_TIME_LOW, _EVT3_TIME_HIGH = 0x4, 0x5, 0x6, 0x8
+_EVT3_IGNORED = (0x7, 0xA, 0xC, 0xE, 0xF)  # CONTINUED_4, EXT_TRIGGER, IMU, OTHERS, CONTINUED_12
 _EVT3_TIME_BITS = 12
 _EVT3_MAX_PER_WORD = 12  # a VECT_12 word
 
@@ -66,7 +67,7 @@ def _new_state() -> np.ndarray:
     return state
 
 
-@njit(cache=True)
+@njit(**KERNEL)
 def _decode_evt2(
     words: np.ndarray,
     state: np.ndarray,
@@ -76,41 +77,51 @@ def _decode_evt2(
     out_y: np.ndarray,
     out_p: np.ndarray,
     n: int,
-    limit: int,
 ) -> tuple[int, int]:
-    """Decode EVT 2.0 words from output slot ``n`` on, stopping before a word once ``n``
-    reaches ``limit``; return the next free slot and the words consumed. A TIME_HIGH value
-    lower by over half its range is a counter wrap."""
+    """Decode EVT 2.0 words; return the next free output slot (-1 on a policy error) and
+    the words consumed. A TIME_HIGH value lower by over half its range is a counter wrap."""
     time_high = state[_S_TIME_HIGH]
     wraps = state[_S_WRAPS]
     half = np.int64(1) << (_EVT2_TIME_HIGH_BITS - 1)
-    consumed = words.shape[0]
+    bounds = limits(acc)
+    last = acc[A_LAST]
     for i in range(words.shape[0]):
-        if n >= limit:
-            consumed = i
-            break
         word = np.int64(words[i])
         kind = word >> 28
         if kind <= _EVT2_CD_ON:
             if time_high >= 0:
-                out_t[n] = wraps + (time_high << _EVT2_TIME_LOW_BITS) + ((word >> 22) & 0x3F)
-                out_x[n] = (word >> 11) & 0x7FF
-                out_y[n] = word & 0x7FF
-                out_p[n] = kind
-                n += 1
+                t = wraps + (time_high << _EVT2_TIME_LOW_BITS) + ((word >> 22) & 0x3F)
+                n, last = keep_event(
+                    acc,
+                    bounds,
+                    i,
+                    t,
+                    (word >> 11) & 0x7FF,
+                    word & 0x7FF,
+                    kind,
+                    out_t,
+                    out_x,
+                    out_y,
+                    out_p,
+                    n,
+                    last,
+                )
+                if n < 0:
+                    break
         elif kind == _EVT2_TIME_HIGH:
             value = word & ((1 << _EVT2_TIME_HIGH_BITS) - 1)
             if time_high - value > half:
                 wraps += np.int64(1) << (_EVT2_TIME_HIGH_BITS + _EVT2_TIME_LOW_BITS)
             time_high = value
-        elif kind != 0xA and kind != 0xE and kind != 0xF:  # EXT_TRIGGER, OTHERS, CONTINUED
+        elif kind != 0xA and kind != 0xE and kind != 0xF:
             count_corrupt_word(acc, i, kind)
     state[_S_TIME_HIGH] = time_high
     state[_S_WRAPS] = wraps
-    return n, consumed
+    acc[A_LAST] = last
+    return n, words.shape[0]
 
 
-@njit(cache=True)
+@njit(**KERNEL)
 def _decode_evt3(
     words: np.ndarray,
     state: np.ndarray,
@@ -120,10 +131,9 @@ def _decode_evt3(
     out_y: np.ndarray,
     out_p: np.ndarray,
     n: int,
-    limit: int,
 ) -> tuple[int, int]:
-    """Decode EVT 3.0 words from output slot ``n`` on, stopping before a word once ``n``
-    reaches ``limit``; return the next free slot and the words consumed.
+    """Decode EVT 3.0 words; return the next free output slot (-1 on a policy error) and
+    the words consumed, stopping early when fewer than 12 output slots are left.
 
     ``t`` is ``wraps + TIME_HIGH << 12 + TIME_LOW``: a TIME_LOW lower than the previous one
     is jitter (left to the policy), a TIME_HIGH lower by over half its range a counter wrap.
@@ -135,41 +145,59 @@ def _decode_evt3(
     pol = state[_S_POL]
     base_x = state[_S_BASE_X]
     half = np.int64(1) << (_EVT3_TIME_BITS - 1)
-    t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
+    bounds = limits(acc)
+    last = acc[A_LAST]
+    room = out_t.shape[0] - _EVT3_MAX_PER_WORD
     consumed = words.shape[0]
     for i in range(words.shape[0]):
-        if n >= limit:
+        if n > room:
             consumed = i
             break
         word = np.int64(words[i])
         kind = word >> 12
+        t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
         if kind == _EVT3_ADDR_X:
             if time_high >= 0:
-                out_t[n] = t
-                out_x[n] = word & 0x7FF
-                out_y[n] = row
-                out_p[n] = (word >> 11) & 1
-                n += 1
+                n, last = keep_event(
+                    acc,
+                    bounds,
+                    i,
+                    t,
+                    word & 0x7FF,
+                    row,
+                    (word >> 11) & 1,
+                    out_t,
+                    out_x,
+                    out_y,
+                    out_p,
+                    n,
+                    last,
+                )
+                if n < 0:
+                    consumed = i
+                    break
         elif kind == _EVT3_ADDR_Y:
             row = word & 0x7FF
         elif kind == _EVT3_VECT_12 or kind == _EVT3_VECT_8:  # noqa: SIM109 (plain compares in numba)
             width = 12 if kind == _EVT3_VECT_12 else 8
+            mask = word & ((1 << width) - 1)
             if time_high >= 0:
-                mask = word & ((1 << width) - 1)
-                x = base_x
                 while mask:
-                    if mask & 1:
-                        out_t[n] = t
-                        out_x[n] = x
-                        out_y[n] = row
-                        out_p[n] = pol
-                        n += 1
-                    mask >>= 1
-                    x += 1
+                    k = 0
+                    while not (mask >> k) & 1:
+                        k += 1
+                    mask &= mask - 1
+                    n, last = keep_event(
+                        acc, bounds, i, t, base_x + k, row, pol, out_t, out_x, out_y, out_p, n, last
+                    )
+                    if n < 0:
+                        break
+                if n < 0:
+                    consumed = i
+                    break
             base_x += width
         elif kind == _EVT3_TIME_LOW:
             time_low = word & 0xFFF
-            t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
         elif kind == _EVT3_VECT_BASE_X:
             pol = (word >> 11) & 1
             base_x = word & 0x7FF
@@ -178,8 +206,7 @@ def _decode_evt3(
             if time_high - value > half:
                 wraps += np.int64(1) << (2 * _EVT3_TIME_BITS)
             time_high = value
-            t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
-        elif kind == 0x1 or kind == 0x9 or kind == 0xB or kind == 0xD:  # reserved types
+        elif kind == 0x1 or kind == 0x9 or kind == 0xB or kind == 0xD:
             count_corrupt_word(acc, i, kind)
     state[_S_TIME_HIGH] = time_high
     state[_S_TIME_LOW] = time_low
@@ -187,6 +214,7 @@ def _decode_evt3(
     state[_S_Y] = row
     state[_S_POL] = pol
     state[_S_BASE_X] = base_x
+    acc[A_LAST] = last
     return n, consumed
 
 
@@ -274,13 +302,18 @@ class EvtReader(EventReader):
             )
         self.num_words = body // word_size
         self._corrupt_what = f"undefined EVT {self.header.encoding} word type"
-        self.per_record = self._encoding.per_word
         hint_h, hint_w = plugin_size_hint(self.header.plugin_name) or (None, None)
         self.height = resolve_dimension(self.path, "height", self.header.height, height) or hint_h
         self.width = resolve_dimension(self.path, "width", self.header.width, width) or hint_w
 
     def _total_records(self) -> int:
         return self.num_words
+
+    def _capacity(self, records: int) -> int:
+        # EVT 2.0: at most one event per word. EVT 3.0 streams carry about one event per
+        # word (vectors pack up to 12, but address words share them); the decoder stops
+        # and the buffer grows when a block holds more.
+        return records + self._encoding.per_word
 
     def _blocks(self) -> Iterator[np.ndarray]:
         return read_blocks(self.path, self.header.body_offset, self._encoding.word_dtype, self.chunk_size)
@@ -289,10 +322,11 @@ class EvtReader(EventReader):
         return _new_state()
 
     def _decode(
-        self, block: np.ndarray, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer, limit: int
+        self, block: np.ndarray, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer
     ) -> int:
-        words = block[start:]
-        out.n, consumed = self._encoding.decode(words, state, acc, out.t, out.x, out.y, out.p, out.n, limit)
+        n, consumed = self._encoding.decode(block[start:], state, acc, out.t, out.x, out.y, out.p, out.n)
+        if n >= 0:
+            out.n = n
         return consumed
 
     def _position(self, index: int) -> str:

@@ -15,10 +15,11 @@ from pathlib import Path
 import h5py
 import hdf5plugin
 import numpy as np
+from numba import njit
 
 from leod.atomic import atomic_path
 from leod.errors import DataFormatError
-from leod.events.policy import ReadPolicy
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
 from leod.events.reader import DEFAULT_CHUNK_SIZE, EventReader, OutputBuffer, resolve_dimension
 from leod.events.types import Events
 
@@ -51,6 +52,30 @@ def _scalar(path: Path, node: h5py.Group, name: str) -> int | None:
     if not isinstance(dataset, h5py.Dataset) or dataset.shape != () or dataset.dtype.kind not in "iu":
         raise DataFormatError(f"{path}: '{dataset.name}' must be an integer scalar")
     return int(dataset[()])
+
+
+@njit(**KERNEL)
+def _decode_rows(
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    acc: np.ndarray,
+    out_t: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_p: np.ndarray,
+    n: int,
+) -> int:
+    """Pass validated rows through the policy; return the next free slot (-1 on an error)."""
+    bounds = limits(acc)
+    last = acc[A_LAST]
+    for i in range(t.shape[0]):
+        n, last = keep_event(acc, bounds, i, t[i], x[i], y[i], p[i], out_t, out_x, out_y, out_p, n, last)
+        if n < 0:
+            break
+    acc[A_LAST] = last
+    return n
 
 
 def _integers(path: Path, name: str, values: np.ndarray, start: int, low: int, high: int) -> np.ndarray:
@@ -139,17 +164,12 @@ class H5Reader(EventReader):
         return np.zeros(0, np.int64)
 
     def _decode(
-        self, block: Events, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer, limit: int
+        self, block: Events, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer
     ) -> int:
-        count = min(len(block) - start, limit - out.n)
-        rows, slots = slice(start, start + count), slice(out.n, out.n + count)
-        for name in ("t", "x", "y", "p"):
-            getattr(out, name)[slots] = getattr(block, name)[rows]
-        out.n += count
-        return count
-
-    def _record_of_event(self, block: Events, state: np.ndarray, event: int) -> int:
-        return event  # one event per row
+        n = _decode_rows(block.t, block.x, block.y, block.p, acc, out.t, out.x, out.y, out.p, out.n)
+        if n >= 0:
+            out.n = n
+        return len(block)
 
     def _position(self, index: int) -> str:
         return f"row {index}"

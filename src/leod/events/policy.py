@@ -1,9 +1,9 @@
 """What every reader does with implausible input: the one place where each case is decided.
 
 The format decoders (:mod:`leod.events.dat`, :mod:`leod.events.evt`, :mod:`leod.events.h5`)
-turn a block of records into events; :func:`police` then applies the per-event rules below
-to that block in one numba pass while it is still in cache, and :func:`check_pass` the
-end-of-pass limits. The policy, case by case:
+turn their records into events and hand each one to :func:`keep_event`, which applies the
+rules below inside the same numba loop; the end-of-pass limits are checked by
+:func:`check_pass`. The policy, case by case:
 
 ==========================================  ================================================
 case                                        what the reader does
@@ -63,7 +63,7 @@ class ReadPolicy:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
 
 
-# Slots of the int64 accumulator array carried through a pass.
+# Slots of the int64 accumulator array that the decoders carry through a pass.
 (
     A_LAST,  # running maximum of the kept timestamps (NO_TIME before the first event)
     A_CLAMPED,
@@ -72,18 +72,17 @@ class ReadPolicy:
     A_WIDTH,  # sensor size; a huge value when unknown, so nothing is dropped
     A_HEIGHT,
     A_MAX_GAP,
-    A_BASE,  # file index of the first record a decoder call gets (for A_CORRUPT_INDEX)
-    A_EVENT_BASE,  # events the current block decoded before this call (for the event indexes)
+    A_BASE,  # file index of the current block's first record, for error positions
     A_ERROR,  # 0, or one of the ERR_* codes
-    A_ERROR_EVENT,  # the offending event: index among its block's decoded events, timestamp
+    A_ERROR_INDEX,
     A_ERROR_T,
-    A_OUTSIDE_EVENT,  # first event outside the sensor: index in its block (-1: none yet), x, y
+    A_OUTSIDE_INDEX,  # first event outside the sensor: record index, x, y
     A_OUTSIDE_X,
     A_OUTSIDE_Y,
-    A_CORRUPT_INDEX,  # first undefined word: index in the file and word type
+    A_CORRUPT_INDEX,  # first undefined word: record index and word type
     A_CORRUPT_TYPE,
-) = range(17)
-ACC_SIZE = 17
+) = range(16)
+ACC_SIZE = 16
 ERR_JUMP_FORWARD, ERR_JUMP_BACKWARD = 1, 2
 NO_TIME = np.iinfo(np.int64).min
 _UNKNOWN_SIZE = 1 << 62
@@ -95,60 +94,84 @@ def new_accumulator(policy: ReadPolicy, height: int | None, width: int | None) -
     acc[A_WIDTH] = _UNKNOWN_SIZE if width is None else width
     acc[A_HEIGHT] = _UNKNOWN_SIZE if height is None else height
     acc[A_MAX_GAP] = policy.max_gap_us
-    acc[A_OUTSIDE_EVENT] = acc[A_CORRUPT_INDEX] = -1
+    acc[A_OUTSIDE_INDEX] = acc[A_CORRUPT_INDEX] = -1
     return acc
 
 
-@njit(cache=True)
-def police(
-    t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, start: int, stop: int, acc: np.ndarray
-) -> int:
-    """Apply the per-event rules to the freshly decoded events ``[start, stop)`` in place.
+# The kernels below and the decoders calling them run without numba's reference counting
+# (``_nrt=False``): they allocate nothing, and the atomic increments and decrements of the
+# output arrays around every per-event call made the decoding loops several times slower.
+KERNEL = {"cache": True, "_nrt": False}
 
-    Events outside the sensor are dropped (the rest move down), late timestamps are raised
-    to the running maximum. Returns the new ``stop``, or -1 after recording an implausible
-    jump in ``acc`` (``A_ERROR_EVENT`` and ``A_OUTSIDE_EVENT`` count from ``A_EVENT_BASE``).
-    """
-    last = acc[A_LAST]
-    width = acc[A_WIDTH]
-    height = acc[A_HEIGHT]
-    max_gap = acc[A_MAX_GAP]
-    clamped = 0
-    w = start
-    for i in range(start, stop):
-        ti = t[i]
-        if x[i] >= width or y[i] >= height:
-            if acc[A_DROPPED] == 0:
-                acc[A_OUTSIDE_EVENT] = acc[A_EVENT_BASE] + i - start
-                acc[A_OUTSIDE_X] = x[i]
-                acc[A_OUTSIDE_Y] = y[i]
-            acc[A_DROPPED] += 1
-            continue
-        if ti < last:
-            if last - ti > max_gap:
-                acc[A_ERROR] = ERR_JUMP_BACKWARD
-            clamped += 1
-            ti = last
-        elif ti - last > max_gap and last != NO_TIME:
-            acc[A_ERROR] = ERR_JUMP_FORWARD
-        if acc[A_ERROR]:
-            acc[A_ERROR_EVENT] = acc[A_EVENT_BASE] + i - start
-            acc[A_ERROR_T] = t[i]
-            w = -1
-            break
-        last = ti
-        if w != i or ti != t[i]:
-            t[w] = ti
-            x[w] = x[i]
-            y[w] = y[i]
-            p[w] = p[i]
-        w += 1
+
+@njit(**KERNEL)
+def limits(acc: np.ndarray) -> tuple[int, int, int]:
+    """The per-event limits ``(width, height, max_gap)``, for a decoder to hold in registers."""
+    return acc[A_WIDTH], acc[A_HEIGHT], acc[A_MAX_GAP]
+
+
+@njit(**KERNEL)
+def _note_outside(acc: np.ndarray, index: int, x: int, y: int) -> None:
+    if acc[A_DROPPED] == 0:
+        acc[A_OUTSIDE_INDEX] = acc[A_BASE] + index
+        acc[A_OUTSIDE_X] = x
+        acc[A_OUTSIDE_Y] = y
+    acc[A_DROPPED] += 1
+
+
+@njit(**KERNEL)
+def _note_jump(acc: np.ndarray, code: int, index: int, t: int, last: int) -> None:
+    acc[A_ERROR] = code
+    acc[A_ERROR_INDEX] = acc[A_BASE] + index
+    acc[A_ERROR_T] = t
     acc[A_LAST] = last
-    acc[A_CLAMPED] += clamped
-    return w
 
 
-@njit(inline="always")
+@njit(**KERNEL)
+def keep_event(
+    acc: np.ndarray,
+    bounds: tuple[int, int, int],
+    index: int,
+    t: int,
+    x: int,
+    y: int,
+    p: int,
+    out_t: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_p: np.ndarray,
+    n: int,
+    last: int,
+) -> tuple[int, int]:
+    """Apply the policy to one decoded event and write it at slot ``n`` if kept.
+
+    ``bounds`` comes from :func:`limits`, ``last`` is the running maximum of the kept
+    timestamps (``NO_TIME`` before the first; the decoder stores it in ``acc[A_LAST]`` when
+    it stops). Returns the next free slot and the new running maximum; the slot is -1 after
+    an implausible jump was recorded in ``acc`` (the decoder then stops). ``index`` is the
+    record's position from ``acc[A_BASE]`` on.
+    """
+    width, height, max_gap = bounds
+    if x >= width or y >= height:
+        _note_outside(acc, index, x, y)
+        return n, last
+    if t < last:
+        if last - t > max_gap:
+            _note_jump(acc, ERR_JUMP_BACKWARD, index, t, last)
+            return -1, last
+        acc[A_CLAMPED] += 1
+        t = last
+    elif t - last > max_gap and last != NO_TIME:
+        _note_jump(acc, ERR_JUMP_FORWARD, index, t, last)
+        return -1, last
+    out_t[n] = t
+    out_x[n] = x
+    out_y[n] = y
+    out_p[n] = p
+    return n + 1, t
+
+
+@njit(**KERNEL)
 def count_corrupt_word(acc: np.ndarray, index: int, word_type: int) -> None:
     """Count an undefined word (skipped by the decoder), remembering the first one."""
     if acc[A_CORRUPT] == 0:
@@ -168,7 +191,7 @@ def stats_of(acc: np.ndarray, events: int, records: int) -> ReadStats:
 
 
 def jump_error(path: object, acc: np.ndarray, position: str, policy: ReadPolicy) -> DataFormatError:
-    """The error for an implausible jump that :func:`police` recorded in ``acc``."""
+    """The error for an implausible jump that :func:`keep_event` recorded in ``acc``."""
     step = int(acc[A_ERROR_T]) - int(acc[A_LAST])
     return DataFormatError(
         f"{path}: implausible timestamp jump of {step / 1e6:+.3f} s at {position} "
@@ -186,18 +209,16 @@ def check_pass(
     acc: np.ndarray,
     stats: ReadStats,
     policy: ReadPolicy,
-    corrupt_at: str,
-    outside_at: str,
+    position: object,
     corrupt_what: str = "undefined word type",
 ) -> None:
     """Refuse a finished pass whose repairs exceed the policy's fractions.
 
-    ``corrupt_at``/``outside_at`` say where the first undefined word and the first event
-    outside the sensor lie in the file (e.g. ``byte 12``).
+    ``position`` maps a record index to its description in the file (e.g. ``byte 12``).
     """
     if stats.corrupt_words > policy.max_corrupt_fraction * stats.records:
         raise DataFormatError(
-            f"{path}: {corrupt_what} {int(acc[A_CORRUPT_TYPE]):#x} at {corrupt_at}; "
+            f"{path}: {corrupt_what} {int(acc[A_CORRUPT_TYPE]):#x} at {position(int(acc[A_CORRUPT_INDEX]))}; "
             f"{_share(stats.corrupt_words, stats.records)} words are undefined, more than the "
             f"{policy.max_corrupt_fraction:.0%} tolerated (corrupt file or wrong encoding)"
         )
@@ -211,7 +232,7 @@ def check_pass(
             else (f"y={y} outside the sensor (height {height})")
         )
         raise DataFormatError(
-            f"{path}: event {axis} at {outside_at}; "
+            f"{path}: event {axis} at {position(int(acc[A_OUTSIDE_INDEX]))}; "
             f"{_share(stats.dropped_outside, decoded)} events lie outside the {width}x{height} sensor, "
             f"more than the {policy.max_outside_fraction:.0%} dropped silently (wrong sensor size?)"
         )

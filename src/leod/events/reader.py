@@ -26,18 +26,12 @@ import numpy as np
 from leod.errors import DataFormatError, MissingInputError
 from leod.events.policy import (
     A_BASE,
-    A_CORRUPT,
-    A_CORRUPT_INDEX,
     A_ERROR,
-    A_ERROR_EVENT,
-    A_EVENT_BASE,
-    A_OUTSIDE_EVENT,
-    ACC_SIZE,
+    A_ERROR_INDEX,
     ReadPolicy,
     check_pass,
     jump_error,
     new_accumulator,
-    police,
     stats_of,
 )
 from leod.events.types import Events, ReadStats
@@ -175,9 +169,6 @@ class EventReader(ABC):
 
     # -- what a format module provides
 
-    per_record = 1
-    """Most events one record can decode to (an EVT 3.0 vector word: 12)."""
-
     @abstractmethod
     def _blocks(self) -> Iterator[Sized]:
         """The file's records in file order, at most ``chunk_size`` per block."""
@@ -187,29 +178,18 @@ class EventReader(ABC):
         """The decoder state carried from block to block (counter wraps, time base, ...)."""
 
     @abstractmethod
-    def _decode(
-        self, block: Sized, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer, limit: int
-    ) -> int:
-        """Decode ``block[start:]`` into ``out`` from ``out.n`` on, stopping before a record
-        once ``out.n`` reaches ``limit``; update ``out.n`` and return the records consumed.
-
-        Undefined records are counted with :func:`leod.events.policy.count_corrupt_word`
-        (``acc[A_BASE]`` is the file index of ``block[start]``); nothing else is checked here.
-        """
+    def _decode(self, block: Sized, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer) -> int:
+        """Decode ``block[start:]`` into ``out`` from ``out.n`` on, through
+        :func:`leod.events.policy.keep_event`; update ``out.n`` and return how many records
+        were consumed (fewer than all only when ``out`` ran out of room)."""
 
     @abstractmethod
     def _position(self, index: int) -> str:
         """Where record ``index`` lies in the file, for error messages."""
 
-    def _record_of_event(self, block: Sized, state: np.ndarray, event: int) -> int:
-        """Index in ``block`` of the record that decodes to the block's ``event``-th event,
-        given the decoder ``state`` at the block's start (re-decodes the block up to it)."""
-        out = OutputBuffer(event + 1 + self.per_record)
-        return self._decode(block, 0, state.copy(), np.zeros(ACC_SIZE, np.int64), out, event + 1) - 1
-
-    @abstractmethod
-    def _total_records(self) -> int:
-        """How many records the file holds (sizes :meth:`read_all`'s output)."""
+    def _capacity(self, records: int) -> int:
+        """Output slots to reserve for ``records`` records (exact bound for 1 event/record)."""
+        return records
 
     # -- the format-independent pass
 
@@ -220,36 +200,22 @@ class EventReader(ABC):
         acc = new_accumulator(self.policy, self.height, self.width)
         state = self._new_state()
         base = events = 0
-        outside_at = ""
         for block in self._blocks():
-            out = shared if shared is not None else OutputBuffer(len(block) + self.per_record)
-            block_state = state.copy()
+            out = shared if shared is not None else OutputBuffer(self._capacity(len(block)))
             before, done = out.n, 0
-            acc[A_EVENT_BASE] = 0
             while True:
-                if len(out.t) - out.n < self.per_record:
-                    out.grow(len(block) - done + self.per_record)
-                decoded_from = out.n
                 acc[A_BASE] = base + done
-                done += self._decode(block, done, state, acc, out, len(out.t) - self.per_record + 1)
-                decoded = out.n - decoded_from
-                had_outside = acc[A_OUTSIDE_EVENT] >= 0
-                out.n = police(out.t, out.x, out.y, out.p, decoded_from, out.n, acc)
+                done += self._decode(block, done, state, acc, out)
                 if acc[A_ERROR]:
-                    record = base + self._record_of_event(block, block_state, int(acc[A_ERROR_EVENT]))
-                    raise jump_error(self.path, acc, self._position(record), self.policy)
-                if not had_outside and acc[A_OUTSIDE_EVENT] >= 0:
-                    record = base + self._record_of_event(block, block_state, int(acc[A_OUTSIDE_EVENT]))
-                    outside_at = self._position(record)
+                    raise jump_error(self.path, acc, self._position(int(acc[A_ERROR_INDEX])), self.policy)
                 if done >= len(block):
                     break
-                acc[A_EVENT_BASE] += decoded
+                out.grow(self._capacity(len(block) - done))
             base += len(block)
             events += out.n - before
             self.stats = stats_of(acc, events, base)
             yield out
-        corrupt_at = self._position(int(acc[A_CORRUPT_INDEX])) if acc[A_CORRUPT] else ""
-        check_pass(self.path, acc, self.stats, self.policy, corrupt_at, outside_at, self._corrupt_what)
+        check_pass(self.path, acc, self.stats, self.policy, self._position, self._corrupt_what)
 
     def iter_chunks(self) -> Iterator[Events]:
         """Stream the whole file as non-empty chunks of checked events with clamped timestamps."""
@@ -259,7 +225,7 @@ class EventReader(ABC):
 
     def read_all(self) -> Events:
         """Decode the whole recording into memory (small files, tests, label-free tools)."""
-        out = OutputBuffer(self._total_records() + self.per_record)
+        out = OutputBuffer(self._capacity(self._total_records()))
         for _ in self._pass(out):
             pass
         return out.events()
