@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from leod.errors import DataFormatError
-from leod.events.policy import A_LAST, KERNEL, ReadPolicy, count_corrupt_word, keep_event, limits
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, clean_run, count_corrupt_word, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
@@ -148,6 +148,7 @@ def _decode_evt3(
     bounds = limits(acc)
     last = acc[A_LAST]
     room = out_t.shape[0] - _EVT3_MAX_PER_WORD
+    t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
     consumed = words.shape[0]
     for i in range(words.shape[0]):
         if n > room:
@@ -155,7 +156,6 @@ def _decode_evt3(
             break
         word = np.int64(words[i])
         kind = word >> 12
-        t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
         if kind == _EVT3_ADDR_X:
             if time_high >= 0:
                 n, last = keep_event(
@@ -181,23 +181,32 @@ def _decode_evt3(
         elif kind == _EVT3_VECT_12 or kind == _EVT3_VECT_8:  # noqa: SIM109 (plain compares in numba)
             width = 12 if kind == _EVT3_VECT_12 else 8
             mask = word & ((1 << width) - 1)
-            if time_high >= 0:
-                while mask:
-                    k = 0
-                    while not (mask >> k) & 1:
-                        k += 1
-                    mask &= mask - 1
-                    n, last = keep_event(
-                        acc, bounds, i, t, base_x + k, row, pol, out_t, out_x, out_y, out_p, n, last
-                    )
+            if time_high >= 0 and mask:
+                if clean_run(bounds, t, row, base_x + width - 1, last):
+                    # Branch-free: write every column, advance past the set bits only
+                    # (the loop head left room for 12 events).
+                    for k in range(width):
+                        out_t[n] = t
+                        out_x[n] = base_x + k
+                        out_y[n] = row
+                        out_p[n] = pol
+                        n += (mask >> k) & 1
+                    last = t
+                else:
+                    for k in range(width):
+                        if (mask >> k) & 1:
+                            n, last = keep_event(
+                                acc, bounds, i, t, base_x + k, row, pol, out_t, out_x, out_y, out_p, n, last
+                            )
+                            if n < 0:
+                                break
                     if n < 0:
+                        consumed = i
                         break
-                if n < 0:
-                    consumed = i
-                    break
             base_x += width
         elif kind == _EVT3_TIME_LOW:
             time_low = word & 0xFFF
+            t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
         elif kind == _EVT3_VECT_BASE_X:
             pol = (word >> 11) & 1
             base_x = word & 0x7FF
@@ -206,6 +215,7 @@ def _decode_evt3(
             if time_high - value > half:
                 wraps += np.int64(1) << (2 * _EVT3_TIME_BITS)
             time_high = value
+            t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
         elif kind == 0x1 or kind == 0x9 or kind == 0xB or kind == 0xD:
             count_corrupt_word(acc, i, kind)
     state[_S_TIME_HIGH] = time_high

@@ -172,6 +172,15 @@ def keep_event(
 
 
 @njit(**KERNEL)
+def clean_run(bounds: tuple[int, int, int], t: int, y: int, x_max: int, last: int) -> bool:
+    """Whether events at time ``t`` in row ``y`` with columns up to ``x_max`` all pass
+    :func:`keep_event` unchanged, so that a decoder may write a whole EVT 3.0 vector at
+    once (and set the running maximum to ``t``)."""
+    width, height, max_gap = bounds
+    return (x_max < width) & (y < height) & (t >= last) & ((t - last <= max_gap) | (last == NO_TIME))
+
+
+@njit(**KERNEL)
 def count_corrupt_word(acc: np.ndarray, index: int, word_type: int) -> None:
     """Count an undefined word (skipped by the decoder), remembering the first one."""
     if acc[A_CORRUPT] == 0:
