@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from leod.errors import DataFormatError
 from leod.events.policy import A_LAST, KERNEL, ReadPolicy, clean_run, count_corrupt_word, keep_event, limits
@@ -185,12 +186,13 @@ def _decode_evt3(
                 if clean_run(bounds, t, row, base_x + width - 1, last):
                     # Branch-free: write every column, advance past the set bits only
                     # (the loop head left room for 12 events).
-                    for k in range(width):
+                    while mask:
                         out_t[n] = t
-                        out_x[n] = base_x + k
+                        out_x[n] = base_x + trailing_zeros(mask)
                         out_y[n] = row
                         out_p[n] = pol
-                        n += (mask >> k) & 1
+                        n += 1
+                        mask &= mask - 1
                     last = t
                 else:
                     for k in range(width):
