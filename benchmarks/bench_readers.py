@@ -210,7 +210,7 @@ def main() -> None:
             for name, wall, cpu, check in time_case(case, args.repeats, {"evlib"}):
                 rows.append((case.name, n, name, wall, cpu, check))
                 print(
-                    f"  {case.name:36s} {name:13s} wall {n / wall / 1e6:7.1f}  cpu {n / cpu / 1e6:7.1f} M ev/s"
+                    f"  {case.name:36s} {name:13s} wall {n / wall / 1e6:7.1f} cpu {n / cpu / 1e6:7.1f} M ev/s"
                     f"  check: {check or 'equal'}",
                     flush=True,
                 )
