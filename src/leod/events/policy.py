@@ -2,8 +2,9 @@
 
 The format decoders (:mod:`leod.events.dat`, :mod:`leod.events.evt`, :mod:`leod.events.h5`)
 turn their records into events and hand each one to :func:`keep_event`, which applies the
-rules below inside the same numba loop; the end-of-pass limits are checked by
-:func:`check_pass`. The policy, case by case:
+rules below inside the same numba loop (an EVT 3.0 vector that :func:`clean_run` clears is
+written at once); the end-of-pass limits are checked by :func:`check_pass`. The policy, case
+by case:
 
 ==========================================  ================================================
 case                                        what the reader does
@@ -30,7 +31,9 @@ HDF5 ``t``/``x``/``y``, a corrupt chunk     by the HDF5 reader before decoding)
 ==========================================  ================================================
 
 The fractions are judged at the end of a pass, over the whole file, so the outcome does not
-depend on the chunk size; the gap rule stops the pass at the offending record.
+depend on the chunk size; the gap rule stops the pass at the offending record. A corrupt
+timestamp that lands within ``max_gap_us`` of the truth cannot be told from a real one: the
+events after it are clamped and counted until time catches up (the clamp fraction bounds it).
 """
 
 from __future__ import annotations
