@@ -32,9 +32,9 @@ from leod.data.loader import iterate_batches
 from leod.data.sampling import DataConfig, TrainSampler
 from leod.data.sequence import load_split, open_sequences
 from leod.errors import ConfigError, DataFormatError
+from leod.events import open_recording
 from leod.events.dat import write_dat
 from leod.events.h5 import write_h5_events
-from leod.events.reader import open_recording
 from leod.events.types import Events
 from leod.preprocess.convert import stream_histograms
 from leod.preprocess.dataset import convert_dataset
@@ -316,11 +316,6 @@ def test_disk_full_is_one_error_line_and_no_crash(base, tmp_path):
     assert_nothing_left(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="events/dat.py write_dat writes with ndarray.tofile, whose short write on a full disk is an "
-    "OSError without errno (a traceback); it should write through file.write (events owner)",
-)
 def test_synthesize_on_a_full_disk(base, tmp_path):
     _, _, d = base
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(d))

@@ -14,7 +14,7 @@ import yaml
 
 from leod.config import params_from_dict
 from leod.data.layout import load_manifest
-from leod.events.reader import open_recording
+from leod.events import open_recording
 from leod.labels.boxes import load_bbox_npy
 from leod.preprocess.dataset import convert_dataset, index_rvt_preprocessed
 from leod.preprocess.histogram import stacked_histograms

@@ -15,13 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from leod.atomic import atomic_path
 from leod.errors import DataFormatError
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
+    OutputBuffer,
     parse_header_int,
+    read_blocks,
     read_percent_header,
     resolve_dimension,
 )
@@ -74,7 +78,7 @@ def write_dat(
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(header)
         f.write(bytes([event_type, EVENT_SIZE]))
-        records.tofile(f)
+        f.write(records.data)  # not tofile: it loses the errno of a full disk
 
 
 @dataclass(frozen=True)
@@ -118,32 +122,59 @@ def read_dat_header(path: Path) -> DatHeader:
     return DatHeader(event_type, dims.get("height"), dims.get("width"), body_offset)
 
 
-def unwrap_timestamps(t_raw: np.ndarray, previous: int | None, wraps: int) -> tuple[np.ndarray, int]:
-    """Turn 32-bit timestamps into absolute int64 ones; return them and the wrap count so far.
+@njit(**KERNEL)
+def _decode_dat(
+    words: np.ndarray,
+    state: np.ndarray,
+    acc: np.ndarray,
+    out_t: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_p: np.ndarray,
+    n: int,
+) -> int:
+    """Decode records given as ``uint32`` pairs ``(t, w)``; return the next free output slot.
 
-    A backward jump of more than half the counter range is a wrap (the counter passed
-    2^32 us, about 71.6 min); smaller backward jumps are sensor jitter, left for clamping.
-    ``previous`` is the last raw timestamp of the preceding chunk (``None`` at file start).
+    32-bit timestamps are unrolled: a backward step of more than half the counter range is a
+    wrap (the counter passed 2^32 us, about 71.6 min); smaller backward steps are sensor
+    jitter, left to the policy. ``state`` holds the previous raw timestamp (-1 at file start)
+    and the wrap count. Polarity is bit 28 only, as openeb reads it.
     """
-    t = t_raw.astype(np.int64)
-    step_from = np.empty_like(t)
-    step_from[0] = t[0] if previous is None else previous
-    step_from[1:] = t[:-1]
-    counts = wraps + np.cumsum(t - step_from < -(_TIMESTAMP_PERIOD // 2))
-    return t + counts * _TIMESTAMP_PERIOD, int(counts[-1])
-
-
-def decode_records(records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unpack the 32-bit words of DAT records into ``x``, ``y``, ``p`` (bit 28 only, as openeb)."""
-    w = records["w"].view(np.uint32)
-    x = (w & 0x3FFF).astype(np.uint16)
-    y = ((w >> 14) & 0x3FFF).astype(np.uint16)
-    p = ((w >> 28) & 1).astype(np.uint8)
-    return x, y, p
+    previous = state[0]
+    wraps = state[1]
+    bounds = limits(acc)
+    last = acc[A_LAST]
+    for i in range(words.shape[0] // 2):
+        raw = np.int64(words[2 * i])
+        w = words[2 * i + 1]
+        if previous - raw > _TIMESTAMP_PERIOD // 2 and previous >= 0:
+            wraps += _TIMESTAMP_PERIOD
+        previous = raw
+        n, last = keep_event(
+            acc,
+            bounds,
+            i,
+            raw + wraps,
+            w & 0x3FFF,
+            (w >> 14) & 0x3FFF,
+            (w >> 28) & 1,
+            out_t,
+            out_x,
+            out_y,
+            out_p,
+            n,
+            last,
+        )
+        if n < 0:
+            break
+    state[0] = previous
+    state[1] = wraps
+    acc[A_LAST] = last
+    return n
 
 
 class DatReader(EventReader):
-    """Streams a DAT v2 file through a read-only memory map, ``chunk_size`` records at a time."""
+    """Streams a DAT v2 file, ``chunk_size`` records at a time."""
 
     def __init__(
         self,
@@ -151,8 +182,9 @@ class DatReader(EventReader):
         height: int | None = None,
         width: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        policy: ReadPolicy | None = None,
     ) -> None:
-        super().__init__(path, chunk_size)
+        super().__init__(path, chunk_size, policy)
         self.header = read_dat_header(self.path)
         body = self.path.stat().st_size - self.header.body_offset
         if body % EVENT_SIZE:
@@ -163,16 +195,23 @@ class DatReader(EventReader):
         self.height = resolve_dimension(self.path, "height", self.header.height, height)
         self.width = resolve_dimension(self.path, "width", self.header.width, width)
 
-    def _decoded_chunks(self) -> Iterator[Events]:
-        if self.num_events == 0:
-            return
-        records = np.memmap(
-            self.path, dtype=RECORD_DTYPE, mode="r", offset=self.header.body_offset, shape=(self.num_events,)
-        )
-        previous: int | None = None
-        wraps = 0
-        for start in range(0, self.num_events, self.chunk_size):
-            block = np.array(records[start : start + self.chunk_size])
-            t, wraps = unwrap_timestamps(block["t"], previous, wraps)
-            previous = int(block["t"][-1])
-            yield Events(t, *decode_records(block))
+    def _total_records(self) -> int:
+        return self.num_events
+
+    def _blocks(self) -> Iterator[np.ndarray]:
+        return read_blocks(self.path, self.header.body_offset, RECORD_DTYPE, self.chunk_size)
+
+    def _new_state(self) -> np.ndarray:
+        return np.asarray([-1, 0], np.int64)
+
+    def _decode(
+        self, block: np.ndarray, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer
+    ) -> int:
+        words = block[start:].view("<u4")  # a record is two little-endian uint32 words
+        n = _decode_dat(words, state, acc, out.t, out.x, out.y, out.p, out.n)
+        if n >= 0:
+            out.n = n
+        return len(block) - start
+
+    def _position(self, index: int) -> str:
+        return f"record {index} (byte {self.header.body_offset + EVENT_SIZE * index})"

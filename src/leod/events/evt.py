@@ -1,12 +1,12 @@
 """Prophesee RAW files in EVT 2.0 (32-bit words) and EVT 3.0 (16-bit words) encodings.
 
 Both encodings are stateful streams: a word may set the time base, the row or the polarity
-that later words rely on. The file is decoded chunk by chunk with the decoder state kept in
-a small int64 array between numba calls, so a chunk boundary can fall on any word.
-
-Counting the output and spotting undefined word types are vectorised with numpy; only the
-inherently sequential state machine runs in a numba loop. CD events seen before the first
-TIME_HIGH word have no time base and are dropped, as the Metavision decoders do.
+that later words rely on. The file is decoded block by block, each block in one numba pass
+that writes the events straight into the output arrays through the shared policy
+(:mod:`leod.events.policy`); the decoder state lives in a small int64 array between blocks,
+so a block boundary can fall on any word. Undefined (reserved) word types are skipped and
+counted. CD events seen before the first TIME_HIGH word have no time base and are dropped,
+as the Metavision decoders do.
 """
 
 from __future__ import annotations
@@ -19,16 +19,19 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from leod.errors import DataFormatError
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, clean_run, count_corrupt_word, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
+    OutputBuffer,
     parse_header_int,
+    read_blocks,
     read_percent_header,
     resolve_dimension,
 )
-from leod.events.types import Events
 
 # Sensor size (height, width) by plugin-name fragment, for files without a geometry line.
 # Checked in order, so the more specific fragments come first.
@@ -41,19 +44,20 @@ _PLUGIN_SIZES: tuple[tuple[str, tuple[int, int]], ...] = (
     ("gen3", (480, 640)),
 )
 
-# EVT 2.0 word types (bits 31..28).
+# EVT 2.0 word types (bits 31..28); the others are reserved.
 _EVT2_CD_OFF, _EVT2_CD_ON, _EVT2_TIME_HIGH = 0x0, 0x1, 0x8
-_EVT2_KNOWN = (0x0, 0x1, 0x8, 0xA, 0xE, 0xF)
+_EVT2_IGNORED = (0xA, 0xE, 0xF)  # EXT_TRIGGER, OTHERS, CONTINUED
 _EVT2_TIME_HIGH_BITS = 28
 _EVT2_TIME_LOW_BITS = 6
 
-# EVT 3.0 word types (bits 15..12).
+# EVT 3.0 word types (bits 15..12); 0x1, 0x9, 0xB and 0xD are reserved.
 _EVT3_ADDR_Y, _EVT3_ADDR_X, _EVT3_VECT_BASE_X = 0x0, 0x2, 0x3
 _EVT3_VECT_12, _EVT3_VECT_8, _EVT3_TIME_LOW, _EVT3_TIME_HIGH = 0x4, 0x5, 0x6, 0x8
-_EVT3_KNOWN = (0x0, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xC, 0xE, 0xF)
+_EVT3_IGNORED = (0x7, 0xA, 0xC, 0xE, 0xF)  # CONTINUED_4, EXT_TRIGGER, IMU, OTHERS, CONTINUED_12
 _EVT3_TIME_BITS = 12
+_EVT3_MAX_PER_WORD = 12  # a VECT_12 word
 
-# Decoder state slots shared by both decoders (an int64 array carried across chunks).
+# Decoder state slots shared by both decoders (an int64 array carried across blocks).
 _S_TIME_HIGH, _S_TIME_LOW, _S_WRAPS, _S_Y, _S_POL, _S_BASE_X = range(6)
 _STATE_SIZE = 6
 
@@ -64,126 +68,180 @@ def _new_state() -> np.ndarray:
     return state
 
 
-@njit(cache=True)
-def _advance_time_high(state: np.ndarray, value: int, bits: int) -> None:
-    """Store a TIME_HIGH value; a backward jump over half its range is a counter wrap."""
-    previous = state[_S_TIME_HIGH]
-    if previous >= 0 and previous - value > (1 << (bits - 1)):
-        state[_S_WRAPS] += 1
-    state[_S_TIME_HIGH] = value
-
-
-@njit(cache=True)
+@njit(**KERNEL)
 def _decode_evt2(
-    words: np.ndarray, state: np.ndarray, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray
-) -> int:
-    """Decode EVT 2.0 words into the output arrays; return the number of events written."""
-    n = 0
-    period_shift = _EVT2_TIME_HIGH_BITS + _EVT2_TIME_LOW_BITS
+    words: np.ndarray,
+    state: np.ndarray,
+    acc: np.ndarray,
+    out_t: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_p: np.ndarray,
+    n: int,
+) -> tuple[int, int]:
+    """Decode EVT 2.0 words; return the next free output slot (-1 on a policy error) and
+    the words consumed. A TIME_HIGH value lower by over half its range is a counter wrap."""
+    time_high = state[_S_TIME_HIGH]
+    wraps = state[_S_WRAPS]
+    half = np.int64(1) << (_EVT2_TIME_HIGH_BITS - 1)
+    bounds = limits(acc)
+    last = acc[A_LAST]
     for i in range(words.shape[0]):
         word = np.int64(words[i])
         kind = word >> 28
-        if kind == _EVT2_TIME_HIGH:
-            _advance_time_high(state, word & ((1 << _EVT2_TIME_HIGH_BITS) - 1), _EVT2_TIME_HIGH_BITS)
-        elif kind in (_EVT2_CD_OFF, _EVT2_CD_ON) and state[_S_TIME_HIGH] >= 0:
-            t[n] = (
-                (state[_S_WRAPS] << period_shift)
-                + (state[_S_TIME_HIGH] << _EVT2_TIME_LOW_BITS)
-                + ((word >> 22) & 0x3F)
-            )
-            x[n] = (word >> 11) & 0x7FF
-            y[n] = word & 0x7FF
-            p[n] = kind
-            n += 1
-    return n
+        if kind <= _EVT2_CD_ON:
+            if time_high >= 0:
+                t = wraps + (time_high << _EVT2_TIME_LOW_BITS) + ((word >> 22) & 0x3F)
+                n, last = keep_event(
+                    acc,
+                    bounds,
+                    i,
+                    t,
+                    (word >> 11) & 0x7FF,
+                    word & 0x7FF,
+                    kind,
+                    out_t,
+                    out_x,
+                    out_y,
+                    out_p,
+                    n,
+                    last,
+                )
+                if n < 0:
+                    break
+        elif kind == _EVT2_TIME_HIGH:
+            value = word & ((1 << _EVT2_TIME_HIGH_BITS) - 1)
+            if time_high - value > half:
+                wraps += np.int64(1) << (_EVT2_TIME_HIGH_BITS + _EVT2_TIME_LOW_BITS)
+            time_high = value
+        elif kind != 0xA and kind != 0xE and kind != 0xF:
+            count_corrupt_word(acc, i, kind)
+    state[_S_TIME_HIGH] = time_high
+    state[_S_WRAPS] = wraps
+    acc[A_LAST] = last
+    return n, words.shape[0]
 
 
-@njit(cache=True)
-def _emit_evt3(
-    state: np.ndarray,
-    x_value: int,
-    pol: int,
-    n: int,
-    t: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    p: np.ndarray,
-) -> None:
-    """Write one CD event at the current time and row."""
-    t[n] = (
-        (state[_S_WRAPS] << (2 * _EVT3_TIME_BITS))
-        + (state[_S_TIME_HIGH] << _EVT3_TIME_BITS)
-        + state[_S_TIME_LOW]
-    )
-    x[n] = x_value
-    y[n] = state[_S_Y]
-    p[n] = pol
-
-
-@njit(cache=True)
+@njit(**KERNEL)
 def _decode_evt3(
-    words: np.ndarray, state: np.ndarray, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray
-) -> int:
-    """Decode EVT 3.0 words into the output arrays; return the number of events written."""
-    n = 0
+    words: np.ndarray,
+    state: np.ndarray,
+    acc: np.ndarray,
+    out_t: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_p: np.ndarray,
+    n: int,
+) -> tuple[int, int]:
+    """Decode EVT 3.0 words; return the next free output slot (-1 on a policy error) and
+    the words consumed, stopping early when fewer than 12 output slots are left.
+
+    ``t`` is ``wraps + TIME_HIGH << 12 + TIME_LOW``: a TIME_LOW lower than the previous one
+    is jitter (left to the policy), a TIME_HIGH lower by over half its range a counter wrap.
+    """
+    time_high = state[_S_TIME_HIGH]
+    time_low = state[_S_TIME_LOW]
+    wraps = state[_S_WRAPS]
+    row = state[_S_Y]
+    pol = state[_S_POL]
+    base_x = state[_S_BASE_X]
+    half = np.int64(1) << (_EVT3_TIME_BITS - 1)
+    bounds = limits(acc)
+    last = acc[A_LAST]
+    room = out_t.shape[0] - _EVT3_MAX_PER_WORD
+    t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
+    consumed = words.shape[0]
     for i in range(words.shape[0]):
+        if n > room:
+            consumed = i
+            break
         word = np.int64(words[i])
         kind = word >> 12
-        if kind == _EVT3_ADDR_Y:
-            state[_S_Y] = word & 0x7FF
-        elif kind == _EVT3_ADDR_X:
-            if state[_S_TIME_HIGH] >= 0:
-                _emit_evt3(state, word & 0x7FF, (word >> 11) & 1, n, t, x, y, p)
-                n += 1
-        elif kind == _EVT3_VECT_BASE_X:
-            state[_S_POL] = (word >> 11) & 1
-            state[_S_BASE_X] = word & 0x7FF
-        elif kind in (_EVT3_VECT_12, _EVT3_VECT_8):
+        if kind == _EVT3_ADDR_X:
+            if time_high >= 0:
+                n, last = keep_event(
+                    acc,
+                    bounds,
+                    i,
+                    t,
+                    word & 0x7FF,
+                    row,
+                    (word >> 11) & 1,
+                    out_t,
+                    out_x,
+                    out_y,
+                    out_p,
+                    n,
+                    last,
+                )
+                if n < 0:
+                    consumed = i
+                    break
+        elif kind == _EVT3_ADDR_Y:
+            row = word & 0x7FF
+        elif kind == _EVT3_VECT_12 or kind == _EVT3_VECT_8:  # noqa: SIM109 (plain compares in numba)
             width = 12 if kind == _EVT3_VECT_12 else 8
             mask = word & ((1 << width) - 1)
-            if state[_S_TIME_HIGH] >= 0:
-                for k in range(width):
-                    if (mask >> k) & 1:
-                        _emit_evt3(state, state[_S_BASE_X] + k, state[_S_POL], n, t, x, y, p)
+            if time_high >= 0 and mask:
+                if clean_run(bounds, t, row, base_x + width - 1, last):
+                    # Branch-free: write every column, advance past the set bits only
+                    # (the loop head left room for 12 events).
+                    while mask:
+                        out_t[n] = t
+                        out_x[n] = base_x + trailing_zeros(mask)
+                        out_y[n] = row
+                        out_p[n] = pol
                         n += 1
-            state[_S_BASE_X] += width
+                        mask &= mask - 1
+                    last = t
+                else:
+                    for k in range(width):
+                        if (mask >> k) & 1:
+                            n, last = keep_event(
+                                acc, bounds, i, t, base_x + k, row, pol, out_t, out_x, out_y, out_p, n, last
+                            )
+                            if n < 0:
+                                break
+                    if n < 0:
+                        consumed = i
+                        break
+            base_x += width
         elif kind == _EVT3_TIME_LOW:
-            state[_S_TIME_LOW] = word & 0xFFF
+            time_low = word & 0xFFF
+            t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
+        elif kind == _EVT3_VECT_BASE_X:
+            pol = (word >> 11) & 1
+            base_x = word & 0x7FF
         elif kind == _EVT3_TIME_HIGH:
-            _advance_time_high(state, word & 0xFFF, _EVT3_TIME_BITS)
-    return n
-
-
-def _evt2_capacity(words: np.ndarray) -> int:
-    kinds = words >> 28
-    return int(np.count_nonzero(kinds <= _EVT2_CD_ON))
-
-
-def _evt3_capacity(words: np.ndarray) -> int:
-    kinds = words >> 12
-    vect12 = words[kinds == _EVT3_VECT_12] & 0xFFF
-    vect8 = words[kinds == _EVT3_VECT_8] & 0xFF
-    return int(
-        np.count_nonzero(kinds == _EVT3_ADDR_X)
-        + np.bitwise_count(vect12).sum(dtype=np.int64)
-        + np.bitwise_count(vect8).sum(dtype=np.int64)
-    )
+            value = word & 0xFFF
+            if time_high - value > half:
+                wraps += np.int64(1) << (2 * _EVT3_TIME_BITS)
+            time_high = value
+            t = wraps + (time_high << _EVT3_TIME_BITS) + time_low
+        elif kind == 0x1 or kind == 0x9 or kind == 0xB or kind == 0xD:
+            count_corrupt_word(acc, i, kind)
+    state[_S_TIME_HIGH] = time_high
+    state[_S_TIME_LOW] = time_low
+    state[_S_WRAPS] = wraps
+    state[_S_Y] = row
+    state[_S_POL] = pol
+    state[_S_BASE_X] = base_x
+    acc[A_LAST] = last
+    return n, consumed
 
 
 @dataclass(frozen=True)
 class _Encoding:
-    """How to cut one encoding into words, spot reserved word types, size and decode a chunk."""
+    """How to cut one encoding into words and decode them; ``per_word`` bounds events per word."""
 
     word_dtype: np.dtype
-    type_shift: int
-    known_types: tuple[int, ...]
-    capacity: Callable[[np.ndarray], int]
-    decode: Callable[..., int]
+    decode: Callable[..., tuple[int, int]]
+    per_word: int
 
 
 _ENCODINGS = {
-    "2.0": _Encoding(np.dtype("<u4"), 28, _EVT2_KNOWN, _evt2_capacity, _decode_evt2),
-    "3.0": _Encoding(np.dtype("<u2"), 12, _EVT3_KNOWN, _evt3_capacity, _decode_evt3),
+    "2.0": _Encoding(np.dtype("<u4"), _decode_evt2, 1),
+    "3.0": _Encoding(np.dtype("<u2"), _decode_evt3, _EVT3_MAX_PER_WORD),
 }
 
 
@@ -243,8 +301,9 @@ class EvtReader(EventReader):
         height: int | None = None,
         width: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        policy: ReadPolicy | None = None,
     ) -> None:
-        super().__init__(path, chunk_size)
+        super().__init__(path, chunk_size, policy)
         self.header = read_raw_header(self.path)
         self._encoding = _ENCODINGS[self.header.encoding]
         body = self.path.stat().st_size - self.header.body_offset
@@ -253,36 +312,34 @@ class EvtReader(EventReader):
             raise DataFormatError(
                 f"{self.path}: truncated body ({body} bytes is not a multiple of the {word_size}-byte word)"
             )
+        self.num_words = body // word_size
+        self._corrupt_what = f"undefined EVT {self.header.encoding} word type"
         hint_h, hint_w = plugin_size_hint(self.header.plugin_name) or (None, None)
         self.height = resolve_dimension(self.path, "height", self.header.height, height) or hint_h
         self.width = resolve_dimension(self.path, "width", self.header.width, width) or hint_w
 
-    def _decoded_chunks(self) -> Iterator[Events]:
-        encoding = self._encoding
-        state = _new_state()
-        word_size = encoding.word_dtype.itemsize
-        with open(self.path, "rb") as f:
-            f.seek(self.header.body_offset)
-            offset = self.header.body_offset
-            while data := f.read(self.chunk_size * word_size):
-                words = np.frombuffer(data, dtype=encoding.word_dtype)
-                self._check_word_types(words, offset)
-                n_max = encoding.capacity(words)
-                t = np.empty(n_max, np.int64)
-                x = np.empty(n_max, np.uint16)
-                y = np.empty(n_max, np.uint16)
-                p = np.empty(n_max, np.uint8)
-                n = encoding.decode(words, state, t, x, y, p)
-                offset += len(data)
-                yield Events(t[:n], x[:n], y[:n], p[:n])
+    def _total_records(self) -> int:
+        return self.num_words
 
-    def _check_word_types(self, words: np.ndarray, offset: int) -> None:
-        """Refuse reserved word types: they mean a corrupt file or a mislabelled encoding."""
-        kinds = words >> self._encoding.type_shift
-        bad = np.flatnonzero(~np.isin(kinds, self._encoding.known_types))
-        if bad.size:
-            first = int(bad[0])
-            raise DataFormatError(
-                f"{self.path}: undefined EVT {self.header.encoding} word type {int(kinds[first]):#x} at byte "
-                f"{offset + first * self._encoding.word_dtype.itemsize} ({bad.size} such words in this chunk)"
-            )
+    def _capacity(self, records: int) -> int:
+        # EVT 2.0: at most one event per word. EVT 3.0 streams carry about one event per
+        # word (vectors pack up to 12, but address words share them); the decoder stops
+        # and the buffer grows when a block holds more.
+        return records + self._encoding.per_word
+
+    def _blocks(self) -> Iterator[np.ndarray]:
+        return read_blocks(self.path, self.header.body_offset, self._encoding.word_dtype, self.chunk_size)
+
+    def _new_state(self) -> np.ndarray:
+        return _new_state()
+
+    def _decode(
+        self, block: np.ndarray, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer
+    ) -> int:
+        n, consumed = self._encoding.decode(block[start:], state, acc, out.t, out.x, out.y, out.p, out.n)
+        if n >= 0:
+            out.n = n
+        return consumed
+
+    def _position(self, index: int) -> str:
+        return f"byte {self.header.body_offset + index * self._encoding.word_dtype.itemsize}"

@@ -15,14 +15,17 @@ from pathlib import Path
 import h5py
 import hdf5plugin
 import numpy as np
+from numba import njit
 
 from leod.atomic import atomic_path
 from leod.errors import DataFormatError
-from leod.events.reader import DEFAULT_CHUNK_SIZE, EventReader, resolve_dimension
+from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
+from leod.events.reader import DEFAULT_CHUNK_SIZE, EventReader, OutputBuffer, resolve_dimension
 from leod.events.types import Events
 
 _FIELDS = ("x", "y", "p", "t")
 _WRITE_CHUNK = 1 << 16
+_MAX_COORD = np.iinfo(np.uint16).max
 
 
 def write_h5_events(path: str | os.PathLike[str], events: Events, height: int, width: int) -> None:
@@ -51,17 +54,49 @@ def _scalar(path: Path, node: h5py.Group, name: str) -> int | None:
     return int(dataset[()])
 
 
-def _as_coordinate(path: Path, name: str, values: np.ndarray) -> np.ndarray:
-    if len(values) and (int(values.min()) < 0 or int(values.max()) > np.iinfo(np.uint16).max):
-        raise DataFormatError(f"{path}: events/{name} holds values outside 0..65535")
-    return values.astype(np.uint16)
+@njit(**KERNEL)
+def _decode_rows(
+    t: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    acc: np.ndarray,
+    out_t: np.ndarray,
+    out_x: np.ndarray,
+    out_y: np.ndarray,
+    out_p: np.ndarray,
+    n: int,
+) -> int:
+    """Pass validated rows through the policy; return the next free slot (-1 on an error)."""
+    bounds = limits(acc)
+    last = acc[A_LAST]
+    for i in range(t.shape[0]):
+        n, last = keep_event(acc, bounds, i, t[i], x[i], y[i], p[i], out_t, out_x, out_y, out_p, n, last)
+        if n < 0:
+            break
+    acc[A_LAST] = last
+    return n
 
 
-def _as_polarity(path: Path, values: np.ndarray) -> np.ndarray:
-    """Map polarity to 0/1; negative OFF codes (-1) become 0 as in RVT, anything above 1 is corrupt."""
-    if len(values) and int(values.max()) > 1:
-        raise DataFormatError(f"{path}: events/p holds value {int(values.max())} (expected 0/1)")
-    return np.clip(values, 0, 1).astype(np.uint8)
+def _integers(path: Path, name: str, values: np.ndarray, start: int, low: int, high: int) -> np.ndarray:
+    """Check that ``values`` (rows from ``start`` on) are integers in ``[low, high]``.
+
+    Float datasets are accepted when every value is a finite integer (some converters store
+    ``t`` as float64); NaN, inf, fractions or out-of-range values name the first bad row.
+    """
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values) | (values != np.round(values)) | (values < low) | (values > high)
+    elif values.dtype.kind in "iu":
+        bad = (values < low) | (values > high) if len(values) else np.zeros(0, bool)
+    else:
+        raise DataFormatError(f"{path}: events/{name} has dtype {values.dtype}, expected numbers")
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataFormatError(
+            f"{path}: events/{name} holds {values[row].item()!r} at row {start + row} "
+            f"(expected integers in {low}..{high})"
+        )
+    return values.astype(np.int64) if values.dtype.kind == "f" else values
 
 
 class H5Reader(EventReader):
@@ -73,8 +108,9 @@ class H5Reader(EventReader):
         height: int | None = None,
         width: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        policy: ReadPolicy | None = None,
     ) -> None:
-        super().__init__(path, chunk_size)
+        super().__init__(path, chunk_size, policy)
         with self._open() as f:
             group = f.get("events")
             if not isinstance(group, h5py.Group):
@@ -100,14 +136,40 @@ class H5Reader(EventReader):
         except OSError as exc:
             raise DataFormatError(f"{self.path}: not a readable HDF5 file ({exc})") from None
 
-    def _decoded_chunks(self) -> Iterator[Events]:
+    def _total_records(self) -> int:
+        return self.num_events
+
+    def _read(self, group: h5py.Group, name: str, rows: slice) -> np.ndarray:
+        try:
+            return group[name][rows]
+        except (OSError, ValueError) as exc:  # a corrupt compressed chunk, a bad filter
+            raise DataFormatError(
+                f"{self.path}: cannot read events/{name} rows {rows.start}..{rows.stop - 1} ({exc})"
+            ) from None
+
+    def _blocks(self) -> Iterator[Events]:
+        int64 = np.iinfo(np.int64)
         with self._open() as f:
             group = f["events"]
             for start in range(0, self.num_events, self.chunk_size):
-                rows = slice(start, start + self.chunk_size)
-                yield Events(
-                    t=group["t"][rows].astype(np.int64) + self.t_offset,
-                    x=_as_coordinate(self.path, "x", group["x"][rows]),
-                    y=_as_coordinate(self.path, "y", group["y"][rows]),
-                    p=_as_polarity(self.path, group["p"][rows]),
-                )
+                rows = slice(start, min(start + self.chunk_size, self.num_events))
+                t = _integers(self.path, "t", self._read(group, "t", rows), start, int64.min, int64.max)
+                x = _integers(self.path, "x", self._read(group, "x", rows), start, 0, _MAX_COORD)
+                y = _integers(self.path, "y", self._read(group, "y", rows), start, 0, _MAX_COORD)
+                p = _integers(self.path, "p", self._read(group, "p", rows), start, -1, 1)
+                t = t.astype(np.int64) + self.t_offset
+                yield Events(t, x, y, (p > 0).astype(np.uint8))  # OFF may be coded -1, as in RVT
+
+    def _new_state(self) -> np.ndarray:
+        return np.zeros(0, np.int64)
+
+    def _decode(
+        self, block: Events, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer
+    ) -> int:
+        n = _decode_rows(block.t, block.x, block.y, block.p, acc, out.t, out.x, out.y, out.p, out.n)
+        if n >= 0:
+            out.n = n
+        return len(block)
+
+    def _position(self, index: int) -> str:
+        return f"row {index}"

@@ -1,29 +1,40 @@
-"""The format-independent side of event readers: chunk streaming, clamping, time windows.
+"""The format-independent side of event readers: one decoding pass, chunking, time windows.
 
 Every format module (:mod:`leod.events.dat`, :mod:`leod.events.evt`, :mod:`leod.events.h5`)
-only decodes its file into bounded chunks of :class:`Events` in file order. This module adds
-what must behave identically for all of them, so that the preprocessing sees one contract:
+cuts its file into blocks of records and decodes a block with one numba call that hands each
+event to :func:`leod.events.policy.keep_event`. This module drives that pass identically for
+all of them, so that the preprocessing sees one contract:
 
-* timestamps are clamped to their running maximum (as RVT does) and the clamps are counted,
-  because real sensors emit slightly out-of-order events and downstream binary searches and
-  histogram binning assume a non-decreasing ``t``;
-* coordinates are checked against the sensor size, so a wrong size or a corrupt file fails
-  loudly instead of producing histograms with events silently dropped or wrapped;
-* the stream is re-cut into consecutive half-open time windows without ever holding more
-  than one window plus one chunk in memory.
+* timestamps are non-decreasing (clamped to their running maximum, as RVT does, within the
+  limits of :mod:`leod.events.policy`), because downstream binary searches and histogram
+  binning rely on it;
+* events lie inside the sensor size when it is known;
+* the pass streams in bounded chunks (:meth:`EventReader.iter_chunks`), decodes straight
+  into one set of arrays (:meth:`EventReader.read_all`), or re-cuts the stream into
+  consecutive half-open time windows without holding more than one window plus one chunk.
 """
 
 from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from pathlib import Path
 
 import numpy as np
 
 from leod.errors import DataFormatError, MissingInputError
-from leod.events.types import Events
+from leod.events.policy import (
+    A_BASE,
+    A_ERROR,
+    A_ERROR_INDEX,
+    ReadPolicy,
+    check_pass,
+    jump_error,
+    new_accumulator,
+    stats_of,
+)
+from leod.events.types import Events, ReadStats
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 """File records decoded per step (DAT events, EVT words, HDF5 rows): bounds the memory of a pass."""
@@ -81,52 +92,147 @@ def resolve_dimension(path: Path, name: str, declared: int | None, requested: in
     return size
 
 
+class OutputBuffer:
+    """Output arrays filled by a decoder from slot ``n`` on; grown when a decoder runs out."""
+
+    def __init__(self, capacity: int) -> None:
+        self.t = np.empty(capacity, np.int64)
+        self.x = np.empty(capacity, np.uint16)
+        self.y = np.empty(capacity, np.uint16)
+        self.p = np.empty(capacity, np.uint8)
+        self.n = 0
+
+    def grow(self, extra: int) -> None:
+        capacity = max(len(self.t) * 3 // 2, self.n + extra)
+        for name in ("t", "x", "y", "p"):
+            old = getattr(self, name)
+            new = np.empty(capacity, old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def events(self) -> Events:
+        return Events(self.t[: self.n], self.x[: self.n], self.y[: self.n], self.p[: self.n])
+
+
+def read_blocks(path: Path, offset: int, dtype: np.dtype, count: int) -> Iterator[np.ndarray]:
+    """Read a binary body from ``offset`` as blocks of ``count`` items into one reused buffer.
+
+    Each block is only valid until the next one is read.
+    """
+    buffer = np.empty(count * dtype.itemsize, np.uint8)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        while True:
+            filled = 0
+            while filled < len(buffer) and (got := f.readinto(memoryview(buffer)[filled:])):
+                filled += got
+            usable = filled - filled % dtype.itemsize
+            if usable:
+                yield buffer[:usable].view(dtype)
+            if filled < len(buffer):
+                return
+
+
 class EventReader(ABC):
     """A recording opened for streaming; subclasses decode one file format.
 
     ``height``/``width`` are the sensor size, ``None`` where neither the file nor the caller
-    gave it. ``clamped_count`` is the number of timestamps raised to the running maximum in
-    the most recent pass over the file (final once that pass has finished).
+    gave it. ``stats`` tells what the most recent pass kept, repaired and skipped (final once
+    the pass has finished); ``policy`` sets the limits of :mod:`leod.events.policy`.
     A reader holds no open file between passes, so it needs no closing.
     """
 
-    def __init__(self, path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    _corrupt_what = "undefined word type"
+    """How :func:`leod.events.policy.check_pass` names a skipped record in its error."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        policy: ReadPolicy | None = None,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise MissingInputError(f"event file not found: {self.path}")
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.chunk_size = chunk_size
+        self.policy = policy or ReadPolicy()
         self.height: int | None = None
         self.width: int | None = None
-        self.clamped_count = 0
+        self.stats = ReadStats()
+
+    @property
+    def clamped_count(self) -> int:
+        """Timestamps clamped in the most recent pass (``stats.clamped``)."""
+        return self.stats.clamped
+
+    # -- what a format module provides
 
     @abstractmethod
-    def _decoded_chunks(self) -> Iterator[Events]:
-        """Decode the file in file order, at most about ``chunk_size`` records per chunk.
+    def _blocks(self) -> Iterator[Sized]:
+        """The file's records in file order, at most ``chunk_size`` per block."""
 
-        Timestamps are absolute (counter wraps unrolled) but not yet clamped.
-        """
+    @abstractmethod
+    def _new_state(self) -> np.ndarray:
+        """The decoder state carried from block to block (counter wraps, time base, ...)."""
+
+    @abstractmethod
+    def _decode(self, block: Sized, start: int, state: np.ndarray, acc: np.ndarray, out: OutputBuffer) -> int:
+        """Decode ``block[start:]`` into ``out`` from ``out.n`` on, through
+        :func:`leod.events.policy.keep_event`; update ``out.n`` and return how many records
+        were consumed (fewer than all only when ``out`` ran out of room)."""
+
+    @abstractmethod
+    def _position(self, index: int) -> str:
+        """Where record ``index`` lies in the file, for error messages."""
+
+    def _capacity(self, records: int) -> int:
+        """Output slots to reserve for ``records`` records (exact bound for 1 event/record)."""
+        return records
+
+    # -- the format-independent pass
+
+    def _pass(self, shared: OutputBuffer | None) -> Iterator[OutputBuffer]:
+        """Decode the file once, yielding the output after each block: ``shared`` when
+        given (the whole file lands in it), else a fresh one per block."""
+        self.stats = ReadStats()
+        acc = new_accumulator(self.policy, self.height, self.width)
+        state = self._new_state()
+        base = events = 0
+        for block in self._blocks():
+            out = shared if shared is not None else OutputBuffer(self._capacity(len(block)))
+            before, done = out.n, 0
+            while True:
+                acc[A_BASE] = base + done
+                done += self._decode(block, done, state, acc, out)
+                if acc[A_ERROR]:
+                    raise jump_error(self.path, acc, self._position(int(acc[A_ERROR_INDEX])), self.policy)
+                if done >= len(block):
+                    break
+                out.grow(self._capacity(len(block) - done))
+            base += len(block)
+            events += out.n - before
+            self.stats = stats_of(acc, events, base)
+            yield out
+        check_pass(self.path, acc, self.stats, self.policy, self._position, self._corrupt_what)
 
     def iter_chunks(self) -> Iterator[Events]:
-        """Stream the whole file as non-empty chunks with clamped, checked events."""
-        self.clamped_count = 0
-        running_max = np.iinfo(np.int64).min
-        for chunk in self._decoded_chunks():
-            if len(chunk) == 0:
-                continue
-            self._check_coordinates(chunk)
-            clamped = np.maximum(np.maximum.accumulate(chunk.t), running_max)
-            n_back = int(np.count_nonzero(chunk.t < clamped))
-            if n_back:
-                self.clamped_count += n_back
-                chunk = Events(clamped, chunk.x, chunk.y, chunk.p)
-            running_max = int(clamped[-1])
-            yield chunk
+        """Stream the whole file as non-empty chunks of checked events with clamped timestamps."""
+        for out in self._pass(None):
+            if out.n:
+                yield out.events()
 
     def read_all(self) -> Events:
         """Decode the whole recording into memory (small files, tests, label-free tools)."""
-        return Events.concatenate(list(self.iter_chunks()))
+        out = OutputBuffer(self._capacity(self._total_records()))
+        for _ in self._pass(out):
+            pass
+        return out.events()
+
+    @abstractmethod
+    def _total_records(self) -> int:
+        """How many records the file holds (sizes :meth:`read_all`'s output)."""
 
     def iter_windows(self, window_us: int, t_start: int | None = None) -> Iterator[Events]:
         """Yield the events of consecutive half-open windows ``[s + k*w, s + (k+1)*w)``.
@@ -160,46 +266,3 @@ class EventReader(ABC):
                 start, i = stop, j
         if any(len(part) for part in pending):
             yield Events.concatenate(pending)
-
-    def _check_coordinates(self, chunk: Events) -> None:
-        for axis, dimension, values, size in (
-            ("x", "width", chunk.x, self.width),
-            ("y", "height", chunk.y, self.height),
-        ):
-            if size is not None and (largest := int(values.max())) >= size:
-                raise DataFormatError(
-                    f"{self.path}: event {axis}={largest} outside the sensor ({dimension} {size})"
-                )
-
-
-def open_recording(
-    path: str | os.PathLike[str],
-    height: int | None = None,
-    width: int | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> EventReader:
-    """Open an event recording, choosing the reader from the file suffix.
-
-    ``.dat`` is Prophesee DAT v2, ``.raw`` is EVT 2.0/3.0 (the header tells which),
-    ``.h5``/``.hdf5`` is the RVT/DSEC HDF5 layout. ``height``/``width`` fill in what the
-    file does not declare and must agree with what it does.
-    """
-    # Imported here: the format modules build on EventReader, so importing them at module
-    # level would be circular.
-    from leod.events.dat import DatReader
-    from leod.events.evt import EvtReader
-    from leod.events.h5 import H5Reader
-
-    readers: dict[str, type[DatReader] | type[EvtReader] | type[H5Reader]] = {
-        ".dat": DatReader,
-        ".raw": EvtReader,
-        ".h5": H5Reader,
-        ".hdf5": H5Reader,
-    }
-    target = Path(path)
-    reader = readers.get(target.suffix.lower())
-    if reader is None:
-        if not target.exists():
-            raise MissingInputError(f"event file not found: {target}")
-        raise DataFormatError(f"{target}: unknown event file suffix (expected one of {sorted(readers)})")
-    return reader(target, height=height, width=width, chunk_size=chunk_size)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -50,3 +50,23 @@ class Events:
 
     def slice(self, start: int, stop: int) -> Events:
         return Events(self.t[start:stop], self.x[start:stop], self.y[start:stop], self.p[start:stop])
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    """What one pass of a reader over a file kept, repaired and skipped (see ``leod.events.policy``).
+
+    ``events`` were kept; ``clamped`` of them had their timestamp raised to the running
+    maximum; ``dropped_outside`` lay outside the sensor and were dropped; ``corrupt_words``
+    are undefined EVT words that were skipped; ``records`` counts what the file was cut into
+    (DAT records, EVT words, HDF5 rows).
+    """
+
+    events: int = 0
+    clamped: int = 0
+    dropped_outside: int = 0
+    corrupt_words: int = 0
+    records: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

@@ -24,7 +24,8 @@ from leod.atomic import save_npy, save_npz, write_h5
 from leod.config import DatasetPreset, PreprocessConfig, RepresentationConfig
 from leod.data.layout import SequencePaths
 from leod.errors import ConfigError, DataFormatError
-from leod.events.reader import EventReader, open_recording
+from leod.events import open_recording
+from leod.events.reader import EventReader
 from leod.events.types import Events
 from leod.labels.boxes import load_bbox_npy
 from leod.preprocess.histogram import output_shape, stacked_histograms
@@ -72,7 +73,7 @@ MAX_EVENTS_AFTER_LABELS_S = 600
 
 def reader_counts(reader: EventReader) -> dict[str, int]:
     """The reader's counters of its last pass, as recorded in the preprocess metrics."""
-    return {"clamped": reader.clamped_count}
+    return reader.stats.as_dict()
 
 
 def grid_us(rep: RepresentationConfig) -> tuple[int, int]:
