@@ -39,6 +39,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             "gt_frames": stats.gt_frames,
             "boxes": stats.boxes,
             "ignored": stats.ignored,
+            **stats.tracker.metrics(),
             "teacher": args.model,
         }
         with atomic_path(args.out, is_dir=True) as tmp:
@@ -48,7 +49,9 @@ def body(args: argparse.Namespace, params: Params) -> None:
     print(
         f"pseudolabel@{args.round}: {stats.frames} frames ({stats.gt_frames} with kept GT), "
         f"{stats.boxes} boxes, "
-        f"{stats.ignored} of them ignore regions -> {args.out}"
+        f"{stats.ignored} of them ignore regions (tracker: {stats.tracker.boxes_kept} kept, "
+        f"{stats.tracker.boxes_ignored} turned into ignore regions, {stats.tracker.boxes_inpainted} "
+        f"inpainted) -> {args.out}"
     )
 
 

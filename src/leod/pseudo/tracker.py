@@ -9,7 +9,7 @@ object is not learned as background. numba over flat arrays: thousands of frames
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 from numba import njit
@@ -44,14 +44,18 @@ class TrackStats:
         """Tracked boxes that stay ordinary labels (their track is long)."""
         return self.boxes_in - self.boxes_ignored
 
+    def metrics(self) -> dict[str, int]:
+        """The counts under the names the pseudo-label summary and MLflow record them by."""
+        return {
+            "track_kept": self.boxes_kept,
+            "track_ignored": self.boxes_ignored,
+            "track_inpainted": self.boxes_inpainted,
+            "tracks": self.tracks,
+            "long_tracks": self.long_tracks,
+        }
+
     def __add__(self, other: TrackStats) -> TrackStats:
-        return TrackStats(
-            self.boxes_in + other.boxes_in,
-            self.boxes_ignored + other.boxes_ignored,
-            self.boxes_inpainted + other.boxes_inpainted,
-            self.tracks + other.tracks,
-            self.long_tracks + other.long_tracks,
-        )
+        return TrackStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 @dataclass(frozen=True)
@@ -263,22 +267,10 @@ def _run(
     boxes: _Boxes, gt: np.ndarray, cfg: TrackerConfig, frame_hw: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`_track_pass` with the config's scalars in the types numba compiled for."""
-    return _track_pass(
-        boxes.x1,
-        boxes.y1,
-        boxes.x2,
-        boxes.y2,
-        boxes.cls,
-        boxes.offsets,
-        gt,
-        float(frame_hw[0]),
-        float(frame_hw[1]),
-        float(cfg.iou),
-        float(cfg.init_conf),
-        float(cfg.conf_decay),
-        float(cfg.min_conf),
-        int(cfg.min_track_len),
-    )
+    height, width = map(float, frame_hw)
+    rules = (float(cfg.iou), float(cfg.init_conf), float(cfg.conf_decay), float(cfg.min_conf))
+    cols = (boxes.x1, boxes.y1, boxes.x2, boxes.y2, boxes.cls, boxes.offsets)
+    return _track_pass(*cols, gt, height, width, *rules, int(cfg.min_track_len))
 
 
 def _inpaint(
