@@ -205,6 +205,26 @@ def test_eval_pseudo_accepts_the_good_file(ws: Workspace, run_stage, tmp_path: P
     assert metrics["precision@0.5"] == metrics["recall@0.5"] == 1.0
 
 
+@pytest.mark.parametrize("stage", ["eval_pseudo", "pseudolabel"])
+def test_a_split_of_other_sequences_is_refused(ws: Workspace, run_stage, stage: str, tmp_path: Path) -> None:
+    # otherwise no frame counts as kept: eval_pseudo would judge GT copies as pseudo labels
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"mode": "wsod", "sequences": {"seq_a": [3], "elsewhere": [1]}}))
+    args = ["--params", ws.params, "--round", "r1", "--data", ws.data, "--split", split]
+    if stage == "eval_pseudo":
+        outs = ["pseudo_r1.json", "pr.csv"]
+        args += ["--pseudo", ws.pseudo, "--out", tmp_path / outs[0], "--pr", tmp_path / outs[1]]
+    else:
+        outs = ["r1"]
+        args += ["--model", ws.model, "--out", tmp_path / "r1", "--no-progress"]
+    proc = run_stage(stage, *args)
+    line = last_line(proc)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert line.startswith(f"error: {split}: 1 of its 2 sequence(s) are not training sequences"), line
+    assert "['elsewhere']" in line and "'seq_a'" in line
+    assert leftovers(tmp_path, outs) == []
+
+
 # --- evaluate and pseudolabel: a model folder that cannot be the model -----------------------
 
 #: fixed in training/model_files.py on another branch (h/train): remove the marks once merged

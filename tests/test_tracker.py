@@ -110,6 +110,18 @@ def test_box_leaving_the_image_keeps_the_unclamped_edge_velocity(start: tuple, v
     )
 
 
+def test_stats_add_up_over_sequences_and_name_the_counts() -> None:
+    a, b = TrackStats(10, 3, 2, 5, 1), TrackStats(4, 1, 0, 2, 2)
+    assert a + b == TrackStats(14, 4, 2, 7, 3)
+    assert (a + b).metrics() == {
+        "track_kept": 10,
+        "track_ignored": 4,
+        "track_inpainted": 2,
+        "tracks": 7,
+        "long_tracks": 3,
+    }
+
+
 def test_inpaint_off_adds_nothing() -> None:
     frames = scene(20, [dict(x=10, y=50, vx=4, w=30, h=20, frames=[f for f in range(20) if f != 5])])
     out, stats = track(frames, no_gt(frames), replace(PSEUDO, inpaint=False).tracker)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +144,16 @@ def check_against_dataset(
                 f"{path}: sequence '{name}': class_id {int(cls.max())} beyond the dataset's "
                 f"{len(classes)} classes {list(classes)}"
             )
+
+
+def check_split_names(
+    split_path: str | os.PathLike[str], kept: Mapping[str, object], names: Sequence[str]
+) -> None:
+    """A split whose sequences are not the dataset's would silently count its kept GT frames as
+    withheld (or keep none): every sequence the split names must be one of ``names``."""
+    unknown = sorted(set(kept) - set(names))
+    if unknown:
+        raise DataFormatError(
+            f"{split_path}: {len(unknown)} of its {len(kept)} sequence(s) are not training sequences of "
+            f"the dataset (split: {unknown[:3]}; dataset: {sorted(names)[:3]})"
+        )

@@ -77,7 +77,9 @@ class _Boxes:
 
 @njit(cache=True)
 def _clamp(lo: float, hi: float, size: float) -> tuple[float, float, bool, bool]:
-    """``[lo, hi]`` clipped to ``[0, size]``, and whether each end moved (LEOD's clamp flags)."""
+    """``[lo, hi]`` clipped to ``[0, size]``, and whether each end moved (LEOD's clamp flags).
+    The frame is the one detections are clipped to (``clip_to_frame``); LEOD clips both to
+    ``[0, size - 1]``, the same rule in its pixel convention."""
     clo = min(max(lo, 0.0), size)
     chi = min(max(hi, 0.0), size)
     return clo, chi, clo != lo, chi != hi
