@@ -20,8 +20,8 @@ from leod.pseudo.config import TrackerConfig
 
 _METHODS = ("forward", "forward_or_backward")
 _SOURCE = "track_filter input"
-#: BOX_DTYPE seen as opaque records: numpy concatenates these without its slow per-array
-#: structured-dtype promotion (15 us a frame, most of the run time otherwise).
+#: BOX_DTYPE seen as opaque records: numpy concatenates and indexes these without its slow
+#: structured-dtype handling (~150 ns a row otherwise).
 _RECORD = np.dtype((np.void, BOX_DTYPE.itemsize))
 
 
@@ -76,41 +76,50 @@ class _Boxes:
 
 
 @njit(cache=True)
-def _clamp(lo: float, hi: float, size: float) -> tuple[float, float, bool, bool]:
-    """``[lo, hi]`` clipped to ``[0, size]``, and whether each end moved (LEOD's clamp flags).
-    The frame is the one detections are clipped to (``clip_to_frame``); LEOD clips both to
-    ``[0, size - 1]``, the same rule in its pixel convention."""
-    clo = min(max(lo, 0.0), size)
-    chi = min(max(hi, 0.0), size)
-    return clo, chi, clo != lo, chi != hi
+def _clamp(v: float, size: float) -> float:
+    """``v`` clipped to ``[0, size]``: the frame detections are clipped to (``clip_to_frame``);
+    LEOD clips both to ``[0, size - 1]``, the same rule in its pixel convention."""
+    return min(max(v, 0.0), size)
 
 
 @njit(cache=True)
 def _iou(
-    ax1: float, ay1: float, ax2: float, ay2: float, bx1: float, by1: float, bx2: float, by2: float
+    ax1: float,
+    ay1: float,
+    ax2: float,
+    ay2: float,
+    a_area: float,
+    bx1: float,
+    by1: float,
+    bx2: float,
+    by2: float,
+    b_area: float,
 ) -> float:
-    """IoU of two corner-format boxes; 0 when they do not overlap or both are degenerate."""
+    """IoU of two corner-format boxes given their areas; 0 when they do not overlap."""
     ix = min(ax2, bx2) - max(ax1, bx1)
+    if ix <= 0.0:
+        return 0.0
     iy = min(ay2, by2) - max(ay1, by1)
-    if ix <= 0.0 or iy <= 0.0:
+    if iy <= 0.0:
         return 0.0
     inter = ix * iy
-    union = (ax2 - ax1) * (ay2 - ay1) + (bx2 - bx1) * (by2 - by1) - inter
-    return inter / union if union > 0.0 else 0.0
+    return inter / (a_area + b_area - inter)
 
 
 @njit(cache=True)
 def _velocity(
-    new_lo: float, new_hi: float, old_c: float, old_s: float, lo_moved: bool, hi_moved: bool
+    new_lo: float, new_hi: float, old_c: float, c: float, size: float, q_lo: float, q_hi: float
 ) -> float:
     """LEOD's ``_robust_velocity`` on one axis: the centre's move from the previous (unclamped)
-    state to the detection ``[new_lo, new_hi]``; but where the prediction was clamped on one side
-    only, the object was leaving the image and its clipped detection's centre moved less than it
-    did, so the move of the opposite, unclamped edge is taken instead."""
+    state ``old_c`` to the detection ``[new_lo, new_hi]``; but where the prediction (centre ``c``,
+    clamped to ``[q_lo, q_hi]``) was clamped on one side only, the object was leaving the image and
+    its clipped detection's centre moved less than it did, so the move of the opposite, unclamped
+    edge is taken instead."""
+    lo_moved, hi_moved = q_lo != c - size / 2, q_hi != c + size / 2
     if lo_moved and not hi_moved:
-        return new_hi - (old_c + old_s / 2)
+        return new_hi - (old_c + size / 2)
     if hi_moved and not lo_moved:
-        return new_lo - (old_c - old_s / 2)
+        return new_lo - (old_c - size / 2)
     return (new_lo + new_hi) / 2 - old_c
 
 
@@ -143,6 +152,7 @@ def _track_pass(
     for the first) and the track's velocity right after this box; per track whether it is long.
     At most one track is born per box, so every track array is sized by the box count."""
     n = x1.shape[0]
+    area = (x2 - x1) * (y2 - y1)
     box_track = np.full(n, -1, np.int64)
     box_prev = np.full(n, -1, np.int64)
     box_vx = np.zeros(n)
@@ -151,14 +161,7 @@ def _track_pass(
 
     tx, ty, tw, th = np.empty(n), np.empty(n), np.empty(n), np.empty(n)  # unclamped state
     px, py = np.empty(n), np.empty(n)  # centre held in the previous frame
-    # this frame's prediction clamped to the image, and which of its edges the clamp moved
-    qx1, qy1, qx2, qy2 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    mx1, my1, mx2, my2 = (
-        np.zeros(n, np.bool_),
-        np.zeros(n, np.bool_),
-        np.zeros(n, np.bool_),
-        np.zeros(n, np.bool_),
-    )
+    qx1, qy1, qx2, qy2 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)  # prediction, clamped
     tvx, tvy, conf = np.empty(n), np.empty(n), np.empty(n)
     tcls = np.empty(n, np.int64)
     age = np.empty(n, np.int64)
@@ -185,8 +188,8 @@ def _track_pass(
             px[j], py[j] = tx[j], ty[j]
             tx[j] += tvx[j]
             ty[j] += tvy[j]
-            qx1[j], qx2[j], mx1[j], mx2[j] = _clamp(tx[j] - tw[j] / 2, tx[j] + tw[j] / 2, width)
-            qy1[j], qy2[j], my1[j], my2[j] = _clamp(ty[j] - th[j] / 2, ty[j] + th[j] / 2, height)
+            qx1[j], qx2[j] = _clamp(tx[j] - tw[j] / 2, width), _clamp(tx[j] + tw[j] / 2, width)
+            qy1[j], qy2[j] = _clamp(ty[j] - th[j] / 2, height), _clamp(ty[j] + th[j] / 2, height)
             active[kept] = j
             kept += 1
         n_active = kept
@@ -204,10 +207,12 @@ def _track_pass(
             j = order[a]
             best = -1
             best_iou = -1.0
+            ax1, ay1, ax2, ay2, c = qx1[j], qy1[j], qx2[j], qy2[j], tcls[j]
+            a_area = (ax2 - ax1) * (ay2 - ay1)
             for d in range(start, stop):
-                if used[d] or cls[d] != tcls[j]:
+                if used[d] or cls[d] != c:
                     continue
-                o = _iou(qx1[j], qy1[j], qx2[j], qy2[j], x1[d], y1[d], x2[d], y2[d])
+                o = _iou(ax1, ay1, ax2, ay2, a_area, x1[d], y1[d], x2[d], y2[d], area[d])
                 if o > best_iou:
                     best_iou = o
                     best = d
@@ -217,8 +222,8 @@ def _track_pass(
             used[best] = True
             hits[j] = age[j] + 1  # frames from birth to now, inclusive
             # not divided by the gap after misses: LEOD's rule
-            tvx[j] = _velocity(x1[best], x2[best], px[j], tw[j], mx1[j], mx2[j])
-            tvy[j] = _velocity(y1[best], y2[best], py[j], th[j], my1[j], my2[j])
+            tvx[j] = _velocity(x1[best], x2[best], px[j], tx[j], tw[j], qx1[j], qx2[j])
+            tvy[j] = _velocity(y1[best], y2[best], py[j], ty[j], th[j], qy1[j], qy2[j])
             tx[j], ty[j] = (x1[best] + x2[best]) / 2, (y1[best] + y2[best]) / 2
             tw[j], th[j] = x2[best] - x1[best], y2[best] - y1[best]
             is_gt[j] = is_gt[j] or gt_frame
@@ -275,42 +280,46 @@ def _run(
     return _track_pass(*cols, gt, height, width, *rules, int(cfg.min_track_len))
 
 
+@njit(cache=True)
 def _inpaint(
     box_frame: np.ndarray,
     box_track: np.ndarray,
     box_prev: np.ndarray,
-    boxes: _Boxes,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    x2: np.ndarray,
+    y2: np.ndarray,
     box_vx: np.ndarray,
     box_vy: np.ndarray,
     track_long: np.ndarray,
     frame_gt: np.ndarray,
-    frame_hw: tuple[int, int],
+    height: float,
+    width: float,
+    most: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame, source box and corners (x1, y1, x2, y2) of every inpainted box: the frames a long
-    track missed between two of its matches ``p`` and ``i``, GT frames excepted (GT is complete
-    there). The box is ``p`` moved ``f - frame(p)`` times by the velocity held after ``p`` and
-    clamped to the image: exactly what the tracker predicted there, computed after the fact."""
-    i = np.flatnonzero(box_prev >= 0)
-    i = i[track_long[box_track[i]]]
-    src = box_prev[i]
-    gaps = box_frame[i] - box_frame[src] - 1
-    src = np.repeat(src, gaps)
-    step = np.arange(len(src)) - np.repeat(np.cumsum(gaps) - gaps, gaps) + 1
-    frame = box_frame[src] + step
-    keep = ~frame_gt[frame]
-    src, step, frame = src[keep], step[keep], frame[keep]
-    dx, dy = box_vx[src] * step, box_vy[src] * step
-    height, width = frame_hw
-    corners = np.stack(
-        (
-            np.clip(boxes.x1[src] + dx, 0, width),
-            np.clip(boxes.y1[src] + dy, 0, height),
-            np.clip(boxes.x2[src] + dx, 0, width),
-            np.clip(boxes.y2[src] + dy, 0, height),
-        ),
-        1,
-    )
-    return frame, src, corners
+    """Frame, source box and corners (x1, y1, x2, y2) of every inpainted box (at ``most``): the
+    frames a long track missed between two of its matches ``p`` and ``i``, GT frames excepted (GT
+    is complete there). The box is ``p`` moved ``f - frame(p)`` times by the velocity held after
+    ``p`` and clamped to the image: what the tracker predicted there, computed after the fact."""
+    out_frame = np.empty(most, np.int64)
+    out_src = np.empty(most, np.int64)
+    corners = np.empty((most, 4))
+    k = 0
+    for i in range(box_frame.shape[0]):
+        p = box_prev[i]
+        if p < 0 or not track_long[box_track[i]]:
+            continue
+        for f in range(box_frame[p] + 1, box_frame[i]):
+            if frame_gt[f]:
+                continue
+            step = f - box_frame[p]
+            out_frame[k], out_src[k] = f, p
+            corners[k, 0] = _clamp(x1[p] + box_vx[p] * step, width)
+            corners[k, 1] = _clamp(y1[p] + box_vy[p] * step, height)
+            corners[k, 2] = _clamp(x2[p] + box_vx[p] * step, width)
+            corners[k, 3] = _clamp(y2[p] + box_vy[p] * step, height)
+            k += 1
+    return out_frame[:k], out_src[:k], corners[:k]
 
 
 def _check_inputs(
@@ -378,7 +387,8 @@ def track_filter(
     if n_frames == 0:
         return [], TrackStats(0, 0, 0, 0, 0)
     counts = np.fromiter(map(len, frames), np.int64, n_frames)
-    boxes = np.concatenate([frame.view(_RECORD) for frame in frames]).view(BOX_DTYPE)
+    # joined as bytes: concatenating thousands of small structured arrays costs more
+    boxes = np.frombuffer(b"".join([frame.tobytes() for frame in frames]), BOX_DTYPE).copy()
     validate_boxes(boxes, _SOURCE)
     all_offsets = np.zeros(n_frames + 1, np.int64)
     np.cumsum(counts, out=all_offsets[1:])
@@ -407,9 +417,13 @@ def track_filter(
 
     n_inpaint = 0
     if cfg.inpaint:  # forward pass only, as LEOD
+        matched = box_prev >= 0
+        most = int((frame[matched] - frame[box_prev[matched]] - 1).sum())  # every gap, GT or not
+        height, width = map(float, frame_hw)
         ip_frame, src, corners = _inpaint(
-            frame, box_track, box_prev, cols, box_vx, box_vy, track_long, gt, frame_hw
-        )
+            frame, box_track, box_prev, cols.x1, cols.y1, cols.x2, cols.y2, box_vx, box_vy,
+            track_long, gt, height, width, most,
+        )  # fmt: skip
         n_inpaint = len(ip_frame)
     if n_inpaint:
         if times is None:
