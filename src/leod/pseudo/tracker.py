@@ -84,17 +84,9 @@ def _clamp(v: float, size: float) -> float:
 
 @njit(cache=True)
 def _iou(
-    ax1: float,
-    ay1: float,
-    ax2: float,
-    ay2: float,
-    a_area: float,
-    bx1: float,
-    by1: float,
-    bx2: float,
-    by2: float,
-    b_area: float,
-) -> float:
+    ax1: float, ay1: float, ax2: float, ay2: float, a_area: float,
+    bx1: float, by1: float, bx2: float, by2: float, b_area: float,
+) -> float:  # fmt: skip
     """IoU of two corner-format boxes given their areas; 0 when they do not overlap."""
     ix = min(ax2, bx2) - max(ax1, bx1)
     if ix <= 0.0:
