@@ -12,7 +12,7 @@ from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
 from leod.pseudo.quality import pr_curve, pseudo_label_quality, quality_inputs
-from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
+from leod.pseudo.store import LABELS_FILE, check_against_dataset, check_split_names, load_pseudo_labels
 from leod.stage import parser, run
 from leod.tracking import stage_run
 
@@ -21,8 +21,11 @@ def body(args: argparse.Namespace, params: Params) -> None:
     root = Path(args.data)
     manifest = load_manifest(root)
     kept = load_split(args.split).sequences
-    pseudo = load_pseudo_labels(Path(args.pseudo) / LABELS_FILE)
+    labels_file = Path(args.pseudo) / LABELS_FILE
+    pseudo = load_pseudo_labels(labels_file)
     seqs = open_sequences(root, manifest, "train")
+    check_split_names(args.split, kept, [s.name for s in seqs])
+    check_against_dataset(labels_file, pseudo, {s.name: s.timestamps_us for s in seqs}, manifest.classes)
     inputs = quality_inputs(seqs, pseudo, kept, manifest.downsample)
     with stage_run(
         f"eval_pseudo_{args.round}", {"round": args.round}, params.tracking.experiment, round_name=args.round

@@ -11,7 +11,7 @@ from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
 from leod.pseudo.label import pseudo_label_sequences
-from leod.pseudo.store import LABELS_FILE, save_pseudo_labels
+from leod.pseudo.store import LABELS_FILE, check_split_names, save_pseudo_labels
 from leod.schema import to_dict
 from leod.stage import parser, run
 from leod.tracking import stage_run
@@ -25,6 +25,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     manifest = load_manifest(root)
     kept = load_split(args.split).sequences
     seqs = open_sequences(root, manifest, "train")
+    check_split_names(args.split, kept, [s.name for s in seqs])
     device = pick_device(params.train.device)
     model = build_model(Path(args.model), params).to(device)
     log_params = {"round": args.round, "teacher": args.model, "pseudo": to_dict(params.pseudo)}
@@ -39,6 +40,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             "gt_frames": stats.gt_frames,
             "boxes": stats.boxes,
             "ignored": stats.ignored,
+            **stats.tracker.metrics(),
             "teacher": args.model,
         }
         with atomic_path(args.out, is_dir=True) as tmp:
@@ -48,7 +50,9 @@ def body(args: argparse.Namespace, params: Params) -> None:
     print(
         f"pseudolabel@{args.round}: {stats.frames} frames ({stats.gt_frames} with kept GT), "
         f"{stats.boxes} boxes, "
-        f"{stats.ignored} of them ignore regions -> {args.out}"
+        f"{stats.ignored} of them ignore regions (tracker: {stats.tracker.boxes_kept} kept, "
+        f"{stats.tracker.boxes_ignored} turned into ignore regions, {stats.tracker.boxes_inpainted} "
+        f"inpainted) -> {args.out}"
     )
 
 

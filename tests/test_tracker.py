@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import pytest
 
 from leod.errors import ConfigError, DataFormatError
-from leod.labels.boxes import BOX_DTYPE
-from leod.pseudo.config import TrackerConfig
+from leod.labels.boxes import BOX_DTYPE, clip_to_frame
+from leod.pseudo.config import PseudoConfig, TrackerConfig
 from leod.pseudo.tracker import TrackStats, track_filter
 
 FRAME_US = 50_000
-CFG = TrackerConfig()
-FORWARD = replace(CFG, method="forward")
+HW = (240, 304)  # Gen1's frame (height, width)
+# the tracker's settings are a view of the pseudo section; these tests use LEOD's min_track_len
+PSEUDO = PseudoConfig(obj_thresh=[0.5], cls_thresh=[0.5], min_track_len=6)
+CFG = PSEUDO.tracker
+FORWARD = replace(PSEUDO, track_method="forward").tracker
+track = partial(track_filter, frame_hw=HW)
 
 
 def boxes(f: int, rows: list[tuple[float, float, float, float, int]], ignore: bool = False) -> np.ndarray:
@@ -53,7 +58,7 @@ def test_linear_track_with_gaps_is_kept_and_inpainted() -> None:
     frames = scene(
         20, [dict(x=10, y=50, vx=4, w=30, h=20, cls=1, frames=[f for f in range(20) if f not in gaps])]
     )
-    out, stats = track_filter(frames, no_gt(frames), CFG)
+    out, stats = track(frames, no_gt(frames), CFG)
     assert len(out) == 20
     for f, frame in enumerate(out):
         assert frame["track_id"].tolist() == [0] and frame["class_id"].tolist() == [1]
@@ -71,13 +76,55 @@ def test_linear_track_with_gaps_is_kept_and_inpainted() -> None:
     assert stats == TrackStats(boxes_in=17, boxes_ignored=0, boxes_inpainted=3, tracks=1, long_tracks=1)
     # a gap right after birth: no velocity yet, so the prediction stays at the birth box
     frames = scene(20, [dict(x=10, y=50, vx=4, w=30, h=20, frames=[0, *range(2, 20)])])
-    out, _ = track_filter(frames, no_gt(frames), CFG)
+    out, _ = track(frames, no_gt(frames), CFG)
     np.testing.assert_allclose(painted(out[1])[["x", "y"]].tolist(), [(10, 50)])
+
+
+def leaving(n_frames: int, start: tuple[float, float], v: tuple[float, float], miss: int) -> list[np.ndarray]:
+    """A 40x30 box moving at ``v`` px/frame out of the image, clipped to it as the detector's
+    boxes are (``clip_to_frame``), missed at frame ``miss``; and the true clipped box there."""
+    frames, truth = [], None
+    for f in range(n_frames):
+        x1, y1 = start[0] + v[0] * f, start[1] + v[1] * f
+        box = clip_to_frame(boxes(f, [(x1, y1, 40, 30, 0)]), *HW)
+        if f == miss:
+            truth = box
+            box = box[:0]
+        frames.append(box)
+    return frames, truth
+
+
+@pytest.mark.parametrize(
+    ("start", "v"), [((200, 100), (6, 0)), ((60, 100), (-6, 0)), ((100, 150), (0, 5)), ((100, 60), (0, -5))]
+)
+def test_box_leaving_the_image_keeps_the_unclamped_edge_velocity(start: tuple, v: tuple) -> None:
+    # LEOD's _robust_velocity: once the prediction is clamped on one side, the clipped box's centre
+    # moves at half the speed; the velocity comes from the opposite (unclamped) edge instead, so
+    # the box inpainted at a miss at the border is the object's true clipped box.
+    frames, truth = leaving(17, start, v, miss=15)
+    assert truth["w"][0] < 40 or truth["h"][0] < 30, "the missed frame is at the border"
+    out, stats = track(frames, no_gt(frames), CFG)
+    assert stats.tracks == 1 and stats.boxes_ignored == 0 and stats.boxes_inpainted == 1
+    np.testing.assert_allclose(
+        painted(out[15])[["x", "y", "w", "h"]].tolist(), truth[["x", "y", "w", "h"]].tolist(), atol=1e-4
+    )
+
+
+def test_stats_add_up_over_sequences_and_name_the_counts() -> None:
+    a, b = TrackStats(10, 3, 2, 5, 1), TrackStats(4, 1, 0, 2, 2)
+    assert a + b == TrackStats(14, 4, 2, 7, 3)
+    assert (a + b).metrics() == {
+        "track_kept": 10,
+        "track_ignored": 4,
+        "track_inpainted": 2,
+        "tracks": 7,
+        "long_tracks": 3,
+    }
 
 
 def test_inpaint_off_adds_nothing() -> None:
     frames = scene(20, [dict(x=10, y=50, vx=4, w=30, h=20, frames=[f for f in range(20) if f != 5])])
-    out, stats = track_filter(frames, no_gt(frames), replace(CFG, inpaint=False))
+    out, stats = track(frames, no_gt(frames), replace(PSEUDO, inpaint=False).tracker)
     assert len(out[5]) == 0 and stats.boxes_inpainted == 0
     assert sum(len(f) for f in out) == 19
 
@@ -88,7 +135,7 @@ def test_one_frame_false_positive_is_marked_not_removed() -> None:
         [dict(x=10, y=50, vx=2, w=30, h=20, frames=range(20)), dict(x=200, y=150, w=25, h=25, frames=[9])],
     )
     for cfg in (CFG, FORWARD):
-        out, stats = track_filter(frames, no_gt(frames), cfg)
+        out, stats = track(frames, no_gt(frames), cfg)
         assert len(out[9]) == 2
         assert out[9]["ignore"].tolist() == [False, True]
         np.testing.assert_array_equal(
@@ -107,7 +154,7 @@ def short_track_at(frames_of_track: list[int], method: str) -> bool:
             dict(x=200, y=150, vx=1, w=25, h=25, frames=frames_of_track),
         ],
     )
-    out, _ = track_filter(frames, no_gt(frames), replace(CFG, method=method))
+    out, _ = track(frames, no_gt(frames), replace(PSEUDO, track_method=method).tracker)
     flags = [bool(out[f]["ignore"][1]) for f in frames_of_track]
     assert len(set(flags)) == 1, "a track's boxes share one fate"
     assert not any(out[f]["ignore"][0] for f in range(20))
@@ -133,19 +180,19 @@ def test_alive_at_end_and_forward_or_backward_rules() -> None:
 def test_confidence_decay_survives_five_misses_not_six() -> None:
     # after consecutive matches conf > 0.95: 0.9^5 * conf >= 0.55 > 0.9^6 * conf
     five = scene(30, [dict(x=10, y=50, vx=2, w=30, h=20, frames=[*range(10), *range(15, 30)])])
-    out, stats = track_filter(five, no_gt(five), CFG)
+    out, stats = track(five, no_gt(five), CFG)
     assert {int(t) for f in out for t in f["track_id"]} == {0}
     assert stats.boxes_inpainted == 5 and stats.tracks == 1
     six = scene(30, [dict(x=10, y=50, vx=2, w=30, h=20, frames=[*range(10), *range(16, 30)])])
-    out, stats = track_filter(six, no_gt(six), CFG)
+    out, stats = track(six, no_gt(six), CFG)
     assert out[9]["track_id"].tolist() == [0] and out[16]["track_id"].tolist() == [1]
     assert stats.boxes_inpainted == 0 and stats.tracks == 2 and stats.boxes_ignored == 0
     # a newborn track (conf 0.9) dies at its 5th miss: 0.9 * 0.9^5 < 0.55
     born = scene(30, [dict(x=10, y=50, w=30, h=20, frames=[0, *range(5, 30)])])
-    out, _ = track_filter(born, no_gt(born), FORWARD)
+    out, _ = track(born, no_gt(born), FORWARD)
     assert out[5]["track_id"].tolist() == [0]
     born = scene(30, [dict(x=10, y=50, w=30, h=20, frames=[0, *range(6, 30)])])
-    out, _ = track_filter(born, no_gt(born), FORWARD)
+    out, _ = track(born, no_gt(born), FORWARD)
     assert out[6]["track_id"].tolist() == [1] and out[0]["ignore"].tolist() == [True]
 
 
@@ -159,7 +206,7 @@ def test_matching_is_class_aware() -> None:
             dict(x=10, y=50, vx=3, w=30, h=20, cls=1, frames=[8]),
         ],
     )
-    out, stats = track_filter(frames, no_gt(frames), CFG)
+    out, stats = track(frames, no_gt(frames), CFG)
     ped = real(out[8])
     assert (
         ped["class_id"].tolist() == [1]
@@ -179,7 +226,7 @@ def test_most_confident_track_matches_first() -> None:
     newborn = dict(x=112, y=50, w=40, h=40, frames=[9])
     frames = scene(12, [old, newborn])
     frames[10] = boxes(10, [(108, 50, 40, 40, 0)])
-    out, _ = track_filter(frames, no_gt(frames), FORWARD)
+    out, _ = track(frames, no_gt(frames), FORWARD)
     assert out[9]["track_id"].tolist() == [0, 1]
     assert out[10]["track_id"].tolist() == [0]
 
@@ -200,7 +247,7 @@ def test_gt_boxes_are_never_altered_and_make_their_track_long() -> None:
     frames[10]["class_confidence"] = 1.0
     frames[10]["objectness"] = 1.0
     for cfg in (CFG, FORWARD):
-        out, stats = track_filter(frames, is_gt, cfg)
+        out, stats = track(frames, is_gt, cfg)
         fields = [n for n in BOX_DTYPE.names if n != "track_id"]
         assert len(out[10]) == 2, "no inpainting in a GT frame"
         np.testing.assert_array_equal(out[10][fields], frames[10][fields])
@@ -216,7 +263,7 @@ def test_input_ignore_boxes_pass_through() -> None:
     # an ignore box exactly where the track misses: it must neither fill the gap nor be changed
     frames[7] = boxes(7, [(38, 50, 30, 20, 0)], ignore=True)
     frames[3] = np.concatenate((frames[3], boxes(3, [(200, 200, 20, 20, 1)], ignore=True)))
-    out, stats = track_filter(frames, no_gt(frames), CFG)
+    out, stats = track(frames, no_gt(frames), CFG)
     np.testing.assert_array_equal(out[7][:1], frames[7])
     np.testing.assert_array_equal(out[3][1:], frames[3][1:])
     assert out[3]["track_id"].tolist() == [0, 77]
@@ -226,7 +273,9 @@ def test_input_ignore_boxes_pass_through() -> None:
 
 def test_min_track_len_one_keeps_everything() -> None:
     frames = random_scene(np.random.default_rng(3), 40)
-    out, stats = track_filter(frames, no_gt(frames), replace(CFG, min_track_len=1, method="forward"))
+    out, stats = track(
+        frames, no_gt(frames), replace(PSEUDO, min_track_len=1, track_method="forward").tracker
+    )
     assert stats.boxes_ignored == 0 and stats.long_tracks == stats.tracks
     for before, after in zip(frames, out, strict=True):  # only the input's ignore boxes are ignored
         np.testing.assert_array_equal(after["ignore"][: len(before)], before["ignore"])
@@ -235,8 +284,8 @@ def test_min_track_len_one_keeps_everything() -> None:
 def test_output_is_new_and_deterministic() -> None:
     frames = random_scene(np.random.default_rng(5), 60)
     before = [f.copy() for f in frames]
-    first, stats1 = track_filter(frames, no_gt(frames), CFG)
-    second, stats2 = track_filter(frames, no_gt(frames), CFG)
+    first, stats1 = track(frames, no_gt(frames), CFG)
+    second, stats2 = track(frames, no_gt(frames), CFG)
     assert stats1 == stats2 and stats1.boxes_ignored > 0 and stats1.boxes_inpainted > 0
     assert all(a.tobytes() == b.tobytes() for a, b in zip(first, second, strict=True))
     assert all(a.tobytes() == b.tobytes() for a, b in zip(frames, before, strict=True))
@@ -246,35 +295,35 @@ def test_output_is_new_and_deterministic() -> None:
 
 def test_inpainted_times_without_frame_boxes() -> None:
     frames = scene(20, [dict(x=10, y=50, vx=4, w=30, h=20, frames=[f for f in range(20) if f != 6])])
-    out, _ = track_filter(frames, no_gt(frames), CFG)
+    out, _ = track(frames, no_gt(frames), CFG)
     assert out[6]["t"].tolist() == [6 * FRAME_US]  # interpolated between frames 5 and 7
     times = np.arange(20, dtype=np.int64) * 1000 + 7
-    out, _ = track_filter(frames, no_gt(frames), CFG, frame_times=times)
+    out, _ = track(frames, no_gt(frames), CFG, frame_times=times)
     assert out[6]["t"].tolist() == [6007]
 
 
 def test_empty_inputs() -> None:
-    assert track_filter([], np.zeros(0, bool), CFG) == ([], TrackStats(0, 0, 0, 0, 0))
-    out, stats = track_filter([boxes(0, []), boxes(1, [])], no_gt([0, 0]), CFG)
+    assert track([], np.zeros(0, bool), CFG) == ([], TrackStats(0, 0, 0, 0, 0))
+    out, stats = track([boxes(0, []), boxes(1, [])], no_gt([0, 0]), CFG)
     assert [len(f) for f in out] == [0, 0] and stats.tracks == 0
 
 
 def test_bad_input_raises_one_clear_error() -> None:
     frames = scene(3, [dict(x=10, y=50, w=30, h=20, frames=range(3))])
     with pytest.raises(DataFormatError, match="is_gt"):
-        track_filter(frames, np.zeros(2, bool), CFG)
+        track(frames, np.zeros(2, bool), CFG)
     with pytest.raises(DataFormatError, match="frame 1 is not"):
-        track_filter([frames[0], frames[1][["x", "y"]], frames[2]], no_gt(frames), CFG)
+        track([frames[0], frames[1][["x", "y"]], frames[2]], no_gt(frames), CFG)
     bad = [f.copy() for f in frames]
     bad[2]["w"] = np.nan
     with pytest.raises(DataFormatError, match="non-finite 'w'"):
-        track_filter(bad, no_gt(frames), CFG)
+        track(bad, no_gt(frames), CFG)
     with pytest.raises(DataFormatError, match="not sorted"):
-        track_filter(frames[::-1], no_gt(frames), CFG)
+        track(frames[::-1], no_gt(frames), CFG)
     with pytest.raises(DataFormatError, match="frame_times"):
-        track_filter(frames, no_gt(frames), CFG, frame_times=np.zeros(3))
+        track(frames, no_gt(frames), CFG, frame_times=np.zeros(3))
     with pytest.raises(ConfigError, match="method"):
-        track_filter(frames, no_gt(frames), replace(CFG, method="backward"))  # type: ignore[arg-type]
+        track(frames, no_gt(frames), replace(PSEUDO, track_method="backward").tracker)  # type: ignore[arg-type]
 
 
 # --- cross-check against a plain-Python tracker written object by object, as LEOD is --------
@@ -322,17 +371,25 @@ class Track:
     age: int = 0
     hits: int = 1
     long: bool = False
-    missed: dict = field(default_factory=dict)  # frame -> (centre, size) predicted at a miss
+    missed: dict = field(default_factory=dict)  # frame -> clamped (centre, size) predicted at a miss
     pending: dict = field(default_factory=dict)  # misses since the last match (LEOD's cache)
 
 
-def iou(a: Track, c: np.ndarray, wh: np.ndarray) -> float:
-    lo = np.maximum(a.c - a.wh / 2, c - wh / 2)
-    hi = np.minimum(a.c + a.wh / 2, c + wh / 2)
+def clamp(c: np.ndarray, wh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A centre box clipped to the image: corners (x1, y1), (x2, y2) and which of them moved."""
+    lo, hi = c - wh / 2, c + wh / 2
+    size = np.array(HW[::-1], float)
+    clo, chi = np.clip(lo, 0, size), np.clip(hi, 0, size)
+    return clo, chi, clo != lo, chi != hi
+
+
+def iou(lo_a: np.ndarray, hi_a: np.ndarray, c: np.ndarray, wh: np.ndarray) -> float:
+    lo = np.maximum(lo_a, c - wh / 2)
+    hi = np.minimum(hi_a, c + wh / 2)
     if np.any(hi - lo <= 0):
         return 0.0
     inter = float(np.prod(hi - lo))
-    return inter / (float(np.prod(a.wh)) + float(np.prod(wh)) - inter)
+    return inter / (float(np.prod(hi_a - lo_a)) + float(np.prod(wh)) - inter)
 
 
 def python_pass(
@@ -344,25 +401,33 @@ def python_pass(
     owner: list[list[Track]] = []
     for f, frame in enumerate(dets):
         live = [t for t in live if np.prod(t.wh) > 0]
+        pred = {}
         for t in live:
             t.age += 1
             t.prev = t.c.copy()
             t.c = t.c + t.v
+            pred[t.id] = clamp(t.c, t.wh)
         mine: list[Track | None] = [None] * len(frame)
         for t in sorted(live, key=lambda t: -t.conf):
+            lo, hi, moved_lo, moved_hi = pred[t.id]
             best, best_iou = -1, -1.0
             for k, (c, wh, cls) in enumerate(frame):
-                if mine[k] is None and cls == t.cls and (o := iou(t, c, wh)) > best_iou:
+                if mine[k] is None and cls == t.cls and (o := iou(lo, hi, c, wh)) > best_iou:
                     best, best_iou = k, o
             if best < 0 or best_iou < cfg.iou:
                 t.conf *= cfg.conf_decay
                 if not gt[f]:
-                    t.pending[f] = (t.c.copy(), t.wh.copy())
+                    t.pending[f] = ((lo + hi) / 2, hi - lo)
                 continue
             c, wh, _ = frame[best]
             mine[best] = t
             t.hits = t.age + 1
             t.v = c - t.prev
+            for axis in range(2):  # clamped on one side: the opposite edge's move
+                if moved_lo[axis] and not moved_hi[axis]:
+                    t.v[axis] = (c[axis] + wh[axis] / 2) - (t.prev[axis] + t.wh[axis] / 2)
+                elif moved_hi[axis] and not moved_lo[axis]:
+                    t.v[axis] = (c[axis] - wh[axis] / 2) - (t.prev[axis] - t.wh[axis] / 2)
             t.c, t.wh = c.copy(), wh.copy()
             t.gt = t.gt or gt[f]
             s = sum(cfg.conf_decay**i for i in range(1, t.age + 1))
@@ -388,8 +453,8 @@ def test_agrees_with_plain_python_tracker(seed: int, method: str) -> None:
     rng = np.random.default_rng(seed)
     frames = random_scene(rng, 60)
     is_gt = rng.random(60) < 0.1
-    cfg = replace(CFG, method=method)
-    out, stats = track_filter(frames, is_gt, cfg)
+    cfg = replace(PSEUDO, track_method=method).tracker
+    out, stats = track(frames, is_gt, cfg)
 
     def detections(fr: np.ndarray) -> list[tuple]:
         keep = fr[~fr["ignore"]]

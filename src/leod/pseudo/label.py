@@ -32,7 +32,7 @@ from leod.model.nms import batched_nms
 from leod.progress import progress_bar
 from leod.pseudo.config import PseudoConfig
 from leod.pseudo.store import SequenceLabels
-from leod.pseudo.tracker import track_filter
+from leod.pseudo.tracker import TrackStats, track_filter
 from leod.training.inference import InferenceOptions, iter_frame_detections
 
 log = logging.getLogger("leod.pseudo")
@@ -44,6 +44,7 @@ class PseudoStats:
     gt_frames: int
     boxes: int
     ignored: int
+    tracker: TrackStats  # summed over the sequences
 
 
 def tta_passes(cfg: PseudoConfig) -> list[tuple[bool, bool]]:
@@ -133,6 +134,7 @@ def pseudo_label_sequences(
 
     out: dict[str, SequenceLabels] = {}
     n_frames = n_gt = n_boxes = n_ignored = 0
+    tracked = TrackStats(0, 0, 0, 0, 0)
     for seq in seqs:
         height, width = seq.frame_shape[1:]
         gt_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
@@ -146,7 +148,10 @@ def pseudo_label_sequences(
                 boxes = confident(merge_frame(per_frame.get((seq.name, r), []), cfg), cfg, height, width)
             boxes["t"] = seq.timestamps_us[r]  # every label sits at its frame's end time
             frames.append(boxes)
-        frames, _ = track_filter(frames, is_gt, cfg.tracker, frame_times=seq.timestamps_us[reprs])
+        frames, seq_tracked = track_filter(
+            frames, is_gt, cfg.tracker, frame_hw=(height, width), frame_times=seq.timestamps_us[reprs]
+        )
+        tracked += seq_tracked
         scale = np.float32(2.0 if seq.paths.downsample else 1.0)
         for boxes in frames:
             for key in ("x", "y", "w", "h"):
@@ -156,4 +161,4 @@ def pseudo_label_sequences(
         n_gt += int(is_gt.sum())
         n_boxes += sum(len(b) for b in frames)
         n_ignored += sum(int(b["ignore"].sum()) for b in frames)
-    return out, PseudoStats(n_frames, n_gt, n_boxes, n_ignored)
+    return out, PseudoStats(n_frames, n_gt, n_boxes, n_ignored, tracked)

@@ -1,58 +1,15 @@
 """LEOD's linear tracker as a pseudo-label filter: boxes of short tracks become ignore regions.
 
 True objects move smoothly and are detected in many consecutive frames; false positives flicker.
-LEOD (``modules/tracking/linear.py`` and ``modules/pseudo_labeler.py::_track_filter``) therefore
-tracks the pseudo labels of a sequence and turns the boxes of short tracks into ignore regions
-(class 1024 there, ``ignore=True`` here), and "inpaints" ignore boxes where a good track missed a
-frame, so that a missed object is not learned as background. This module reproduces those rules
-over flat arrays with numba: a sequence of thousands of frames takes milliseconds.
-
-One pass over the frames, per frame:
-
-1. Tracks whose box has no area are dropped (finished). Every other track predicts its box:
-   the centre moves by the track's velocity, width and height stay those last observed.
-2. Tracks are visited from the most to the least confident (ties: the older track first). Each
-   takes the unused detection of its own class with the highest IoU with its prediction (ties:
-   the first detection) if that IoU is >= ``cfg.iou``. A detection is matched at most once.
-3. A matched track takes the detection's box; its velocity becomes the detection's centre minus
-   the centre the track held in the previous frame (after a gap this is LEOD's rule too, the
-   difference is not divided by the gap); ``hits`` becomes the number of frames from its birth
-   to now, inclusive; it becomes a GT track if the frame is a GT frame; and its confidence moves
-   towards 1 as in LEOD: ``conf = (s * conf + 1) / (s + 1)`` with
-   ``s = d + d^2 + ... + d^age`` (``d = cfg.conf_decay``, ``age`` = frames since birth), i.e. the
-   confidence is *not* reset to ``init_conf``. An unmatched track's confidence is multiplied
-   by ``d``.
-4. Every unmatched detection starts a track with confidence ``cfg.init_conf``, ``hits = 1`` and
-   zero velocity. Tracks whose confidence fell under ``cfg.min_conf`` finish. With the defaults
-   a new track survives 4 misses and dies at the 5th; a track matched in the frames after its
-   birth (conf > 0.93) survives 5; none survives 6. There is no other age limit.
-
-A track is *long* if ``hits >= cfg.min_track_len``, if it holds a box of a GT frame, or if it
-is still alive after the last frame of the list (it may be cut by the sequence end). The list
-*is* the sequence: trailing empty frames count as misses (LEOD stops at its last frame with
-labels; we are given every frame, so an object that vanished for good is judged on its track).
-
-``method="forward"`` ignores the boxes of short forward tracks; ``"forward_or_backward"`` also
-runs the tracker over the reversed frames (box order within each frame reversed too, as LEOD
-does) and ignores a box only if its track is short in both passes.
-
-Inpainting (``cfg.inpaint``) follows LEOD: only tracks of the forward pass that are long, only at
-the frames between the track's birth and its last match where it had no match, and never in a
-GT frame (GT is complete there). The box is the track's prediction at that frame (last observed
-box moved at constant velocity), ``ignore=True``, ``class_confidence = objectness = 0``, the
-track's class and id, ``t`` = the frame time. LEOD clamps predictions to the image; this API
-does not know the image size, so inpainted boxes may reach outside it (use
-:func:`leod.labels.boxes.clip_to_frame`).
-
-Output conventions: every tracked box gets its forward track's ``track_id`` (0, 1, ... in order
-of birth, unique within the sequence), GT boxes included; apart from that, GT boxes are never
-changed (their track is long by definition). Input boxes that are already ``ignore=True`` take
-no part and come back unchanged (their ``track_id`` too).
+So, as LEOD does (``modules/tracking/linear.py``, ``modules/pseudo_labeler.py::_track_filter``),
+the pseudo labels of a sequence are tracked, boxes of short tracks are marked ``ignore`` (LEOD's
+class 1024) and long tracks inpaint ignore boxes where they missed a frame, so that a missed
+object is not learned as background. numba over flat arrays: thousands of frames take milliseconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 from numba import njit
@@ -63,14 +20,14 @@ from leod.pseudo.config import TrackerConfig
 
 _METHODS = ("forward", "forward_or_backward")
 _SOURCE = "track_filter input"
-#: BOX_DTYPE seen as opaque records: numpy concatenates these without its slow per-array
-#: structured-dtype promotion (15 us a frame, most of the run time otherwise).
+#: BOX_DTYPE seen as opaque records: numpy concatenates and indexes these without its slow
+#: structured-dtype handling (~150 ns a row otherwise).
 _RECORD = np.dtype((np.void, BOX_DTYPE.itemsize))
 
 
 @dataclass(frozen=True)
 class TrackStats:
-    """What :func:`track_filter` did to one sequence (sum them over sequences for a round)."""
+    """What :func:`track_filter` did to one sequence (add them up over sequences)."""
 
     #: boxes that took part in tracking (input boxes not already ``ignore``)
     boxes_in: int
@@ -82,19 +39,80 @@ class TrackStats:
     tracks: int
     long_tracks: int
 
+    @property
+    def boxes_kept(self) -> int:
+        """Tracked boxes that stay ordinary labels (their track is long)."""
+        return self.boxes_in - self.boxes_ignored
+
+    def metrics(self) -> dict[str, int]:
+        """The counts under the names the pseudo-label summary and MLflow record them by."""
+        return {
+            "track_kept": self.boxes_kept,
+            "track_ignored": self.boxes_ignored,
+            "track_inpainted": self.boxes_inpainted,
+            "tracks": self.tracks,
+            "long_tracks": self.long_tracks,
+        }
+
+    def __add__(self, other: TrackStats) -> TrackStats:
+        return TrackStats(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """The tracked boxes as float64 corner columns, concatenated frame by frame."""
+
+    x1: np.ndarray
+    y1: np.ndarray
+    x2: np.ndarray
+    y2: np.ndarray
+    cls: np.ndarray
+    offsets: np.ndarray  # F + 1 starts
+
+    def reversed(self) -> _Boxes:
+        """The frames in reverse order, and the boxes within each frame too (as LEOD does)."""
+        cols = (np.ascontiguousarray(a[::-1]) for a in (self.x1, self.y1, self.x2, self.y2, self.cls))
+        return _Boxes(*cols, np.ascontiguousarray(self.offsets[-1] - self.offsets[::-1]))
+
 
 @njit(cache=True)
-def _iou_centre(
-    ax: float, ay: float, aw: float, ah: float, bx: float, by: float, bw: float, bh: float
-) -> float:
-    """IoU of two centre-format boxes; 0 when they do not overlap or both are degenerate."""
-    ix = min(ax + aw / 2, bx + bw / 2) - max(ax - aw / 2, bx - bw / 2)
-    iy = min(ay + ah / 2, by + bh / 2) - max(ay - ah / 2, by - bh / 2)
-    if ix <= 0.0 or iy <= 0.0:
+def _clamp(v: float, size: float) -> float:
+    """``v`` clipped to ``[0, size]``: the frame detections are clipped to (``clip_to_frame``);
+    LEOD clips both to ``[0, size - 1]``, the same rule in its pixel convention."""
+    return min(max(v, 0.0), size)
+
+
+@njit(cache=True)
+def _iou(
+    ax1: float, ay1: float, ax2: float, ay2: float, a_area: float,
+    bx1: float, by1: float, bx2: float, by2: float, b_area: float,
+) -> float:  # fmt: skip
+    """IoU of two corner-format boxes given their areas; 0 when they do not overlap."""
+    ix = min(ax2, bx2) - max(ax1, bx1)
+    if ix <= 0.0:
+        return 0.0
+    iy = min(ay2, by2) - max(ay1, by1)
+    if iy <= 0.0:
         return 0.0
     inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0.0 else 0.0
+    return inter / (a_area + b_area - inter)
+
+
+@njit(cache=True)
+def _velocity(
+    new_lo: float, new_hi: float, old_c: float, c: float, size: float, q_lo: float, q_hi: float
+) -> float:
+    """LEOD's ``_robust_velocity`` on one axis: the centre's move from the previous (unclamped)
+    state ``old_c`` to the detection ``[new_lo, new_hi]``; but where the prediction (centre ``c``,
+    clamped to ``[q_lo, q_hi]``) was clamped on one side only, the object was leaving the image and
+    its clipped detection's centre moved less than it did, so the move of the opposite, unclamped
+    edge is taken instead."""
+    lo_moved, hi_moved = q_lo != c - size / 2, q_hi != c + size / 2
+    if lo_moved and not hi_moved:
+        return new_hi - (old_c + size / 2)
+    if hi_moved and not lo_moved:
+        return new_lo - (old_c - size / 2)
+    return (new_lo + new_hi) / 2 - old_c
 
 
 @njit(cache=True)
@@ -107,34 +125,35 @@ def _weight(decay: float, age: int) -> float:
 
 @njit(cache=True)
 def _track_pass(
-    cx: np.ndarray,
-    cy: np.ndarray,
-    w: np.ndarray,
-    h: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    x2: np.ndarray,
+    y2: np.ndarray,
     cls: np.ndarray,
     offsets: np.ndarray,
     frame_gt: np.ndarray,
+    height: float,
+    width: float,
     iou_thr: float,
     init_conf: float,
     decay: float,
     min_conf: float,
     min_len: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One tracking pass over boxes concatenated frame by frame (``offsets``: F + 1 starts).
-
-    Returns per box its track, the previous box matched by that track (-1 for the first), the
-    track's velocity right after this box, and per track whether it is long. At most one track
-    is born per box, so every track array is sized by the box count.
-    """
-    n = cx.shape[0]
+    """One tracking pass. Returns per box its track, the previous box matched by that track (-1
+    for the first) and the track's velocity right after this box; per track whether it is long.
+    At most one track is born per box, so every track array is sized by the box count."""
+    n = x1.shape[0]
+    area = (x2 - x1) * (y2 - y1)
     box_track = np.full(n, -1, np.int64)
     box_prev = np.full(n, -1, np.int64)
     box_vx = np.zeros(n)
     box_vy = np.zeros(n)
     used = np.zeros(n, np.bool_)
 
-    tx, ty, tw, th = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    tx, ty, tw, th = np.empty(n), np.empty(n), np.empty(n), np.empty(n)  # unclamped state
     px, py = np.empty(n), np.empty(n)  # centre held in the previous frame
+    qx1, qy1, qx2, qy2 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)  # prediction, clamped
     tvx, tvy, conf = np.empty(n), np.empty(n), np.empty(n)
     tcls = np.empty(n, np.int64)
     age = np.empty(n, np.int64)
@@ -153,17 +172,21 @@ def _track_pass(
         kept = 0
         for a in range(n_active):
             j = active[a]
-            if tw[j] * th[j] <= 0.0:
+            if tw[j] * th[j] <= 0.0:  # no area: finished (LEOD's check on the unclamped box)
                 continue
+            # constant velocity for the centre, size as last observed; matching sees the
+            # prediction clamped to the image, the state itself stays unclamped
             age[j] += 1
             px[j], py[j] = tx[j], ty[j]
             tx[j] += tvx[j]
             ty[j] += tvy[j]
+            qx1[j], qx2[j] = _clamp(tx[j] - tw[j] / 2, width), _clamp(tx[j] + tw[j] / 2, width)
+            qy1[j], qy2[j] = _clamp(ty[j] - th[j] / 2, height), _clamp(ty[j] + th[j] / 2, height)
             active[kept] = j
             kept += 1
         n_active = kept
 
-        for a in range(n_active):  # stable insertion sort: few tracks per frame
+        for a in range(n_active):  # stable insertion sort (ties: older first); few tracks a frame
             j = active[a]
             b = a
             while b > 0 and conf[order[b - 1]] < conf[j]:
@@ -171,14 +194,17 @@ def _track_pass(
                 b -= 1
             order[b] = j
 
+        # greedy, class-aware: each track takes the free detection of highest IoU (first on ties)
         for a in range(n_active):
             j = order[a]
             best = -1
             best_iou = -1.0
+            ax1, ay1, ax2, ay2, c = qx1[j], qy1[j], qx2[j], qy2[j], tcls[j]
+            a_area = (ax2 - ax1) * (ay2 - ay1)
             for d in range(start, stop):
-                if used[d] or cls[d] != tcls[j]:
+                if used[d] or cls[d] != c:
                     continue
-                o = _iou_centre(tx[j], ty[j], tw[j], th[j], cx[d], cy[d], w[d], h[d])
+                o = _iou(ax1, ay1, ax2, ay2, a_area, x1[d], y1[d], x2[d], y2[d], area[d])
                 if o > best_iou:
                     best_iou = o
                     best = d
@@ -186,24 +212,27 @@ def _track_pass(
                 conf[j] *= decay
                 continue
             used[best] = True
-            hits[j] = age[j] + 1
-            tvx[j] = cx[best] - px[j]
-            tvy[j] = cy[best] - py[j]
-            tx[j], ty[j], tw[j], th[j] = cx[best], cy[best], w[best], h[best]
+            hits[j] = age[j] + 1  # frames from birth to now, inclusive
+            # not divided by the gap after misses: LEOD's rule
+            tvx[j] = _velocity(x1[best], x2[best], px[j], tx[j], tw[j], qx1[j], qx2[j])
+            tvy[j] = _velocity(y1[best], y2[best], py[j], ty[j], th[j], qy1[j], qy2[j])
+            tx[j], ty[j] = (x1[best] + x2[best]) / 2, (y1[best] + y2[best]) / 2
+            tw[j], th[j] = x2[best] - x1[best], y2[best] - y1[best]
             is_gt[j] = is_gt[j] or gt_frame
-            s = _weight(decay, age[j])
+            s = _weight(decay, age[j])  # confidence moves towards 1, never reset to init_conf
             conf[j] = (s * conf[j] + 1.0) / (s + 1.0)
             box_track[best] = j
             box_prev[best] = last_box[j]
             box_vx[best], box_vy[best] = tvx[j], tvy[j]
             last_box[j] = best
 
-        for d in range(start, stop):
+        for d in range(start, stop):  # every unmatched detection starts a track
             if used[d]:
                 continue
             j = n_tracks
             n_tracks += 1
-            tx[j], ty[j], tw[j], th[j] = cx[d], cy[d], w[d], h[d]
+            tx[j], ty[j] = (x1[d] + x2[d]) / 2, (y1[d] + y2[d]) / 2
+            tw[j], th[j] = x2[d] - x1[d], y2[d] - y1[d]
             tvx[j] = 0.0
             tvy[j] = 0.0
             tcls[j] = cls[d]
@@ -216,6 +245,7 @@ def _track_pass(
             active[n_active] = j
             n_active += 1
 
+        # no age limit: with the defaults a newborn track dies at its 5th miss, a matched one at its 6th
         kept = 0
         for a in range(n_active):
             j = active[a]
@@ -224,10 +254,22 @@ def _track_pass(
                 kept += 1
         n_active = kept
 
+    # long: enough hits, or a GT box, or cut by the end of the sequence (trailing empty frames
+    # count as misses: LEOD stops at its last labelled frame, we are given every frame)
     for a in range(n_active):
         alive[active[a]] = True
     track_long = (hits[:n_tracks] >= min_len) | is_gt[:n_tracks] | alive[:n_tracks]
     return box_track, box_prev, box_vx, box_vy, track_long
+
+
+def _run(
+    boxes: _Boxes, gt: np.ndarray, cfg: TrackerConfig, frame_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_track_pass` with the config's scalars in the types numba compiled for."""
+    height, width = map(float, frame_hw)
+    rules = (float(cfg.iou), float(cfg.init_conf), float(cfg.conf_decay), float(cfg.min_conf))
+    cols = (boxes.x1, boxes.y1, boxes.x2, boxes.y2, boxes.cls, boxes.offsets)
+    return _track_pass(*cols, gt, height, width, *rules, int(cfg.min_track_len))
 
 
 @njit(cache=True)
@@ -235,32 +277,25 @@ def _inpaint(
     box_frame: np.ndarray,
     box_track: np.ndarray,
     box_prev: np.ndarray,
-    cx: np.ndarray,
-    cy: np.ndarray,
-    w: np.ndarray,
-    h: np.ndarray,
-    vx: np.ndarray,
-    vy: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
+    x2: np.ndarray,
+    y2: np.ndarray,
+    box_vx: np.ndarray,
+    box_vy: np.ndarray,
     track_long: np.ndarray,
     frame_gt: np.ndarray,
+    height: float,
+    width: float,
+    most: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Frame, source box and centre of every inpainted box (missed non-GT frames of long tracks).
-
-    Between two consecutive matches ``p`` and ``i`` of a track, the prediction at frame ``f`` is
-    box ``p``'s centre moved ``f - frame(p)`` times by the velocity held after ``p``, with box
-    ``p``'s size: exactly what the tracker predicted there, computed after the fact.
-    """
-    count = 0
-    for i in range(box_frame.shape[0]):
-        p = box_prev[i]
-        if p < 0 or not track_long[box_track[i]]:
-            continue
-        for f in range(box_frame[p] + 1, box_frame[i]):
-            if not frame_gt[f]:
-                count += 1
-    out_frame = np.empty(count, np.int64)
-    out_src = np.empty(count, np.int64)
-    out_centre = np.empty((count, 2))
+    """Frame, source box and corners (x1, y1, x2, y2) of every inpainted box (at ``most``): the
+    frames a long track missed between two of its matches ``p`` and ``i``, GT frames excepted (GT
+    is complete there). The box is ``p`` moved ``f - frame(p)`` times by the velocity held after
+    ``p`` and clamped to the image: what the tracker predicted there, computed after the fact."""
+    out_frame = np.empty(most, np.int64)
+    out_src = np.empty(most, np.int64)
+    corners = np.empty((most, 4))
     k = 0
     for i in range(box_frame.shape[0]):
         p = box_prev[i]
@@ -270,20 +305,27 @@ def _inpaint(
             if frame_gt[f]:
                 continue
             step = f - box_frame[p]
-            out_frame[k] = f
-            out_src[k] = p
-            out_centre[k, 0] = cx[p] + vx[p] * step
-            out_centre[k, 1] = cy[p] + vy[p] * step
+            out_frame[k], out_src[k] = f, p
+            corners[k, 0] = _clamp(x1[p] + box_vx[p] * step, width)
+            corners[k, 1] = _clamp(y1[p] + box_vy[p] * step, height)
+            corners[k, 2] = _clamp(x2[p] + box_vx[p] * step, width)
+            corners[k, 3] = _clamp(y2[p] + box_vy[p] * step, height)
             k += 1
-    return out_frame, out_src, out_centre
+    return out_frame[:k], out_src[:k], corners[:k]
 
 
 def _check_inputs(
-    frames: list[np.ndarray], is_gt: np.ndarray, cfg: TrackerConfig, frame_times: np.ndarray | None
+    frames: list[np.ndarray],
+    is_gt: np.ndarray,
+    cfg: TrackerConfig,
+    frame_hw: tuple[int, int],
+    frame_times: np.ndarray | None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate the call; return the per-frame GT flags and frame times as flat arrays."""
     if cfg.method not in _METHODS:
         raise ConfigError(f"pseudo.track_method: {cfg.method!r} is not one of {list(_METHODS)}")
+    if len(frame_hw) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in frame_hw):
+        raise DataFormatError(f"{_SOURCE}: frame_hw must be two positive integers, got {frame_hw}")
     gt = np.asarray(is_gt)
     if gt.dtype != np.bool_ or gt.shape != (len(frames),):
         raise DataFormatError(
@@ -315,114 +357,78 @@ def _frame_times_from_boxes(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarra
     return np.rint(np.interp(np.arange(len(offsets) - 1), filled, known)).astype(np.int64)
 
 
-def _long_boxes(
-    cx: np.ndarray,
-    cy: np.ndarray,
-    w: np.ndarray,
-    h: np.ndarray,
-    cls: np.ndarray,
-    offsets: np.ndarray,
-    gt: np.ndarray,
-    cfg: TrackerConfig,
-) -> np.ndarray:
-    """Per box, whether its track is long when the frames (and boxes) are played backwards."""
-    rev = [np.ascontiguousarray(a[::-1]) for a in (cx, cy, w, h, cls)]
-    rev_offsets = np.ascontiguousarray(offsets[-1] - offsets[::-1])
-    box_track, _, _, _, track_long = _run(*rev, rev_offsets, np.ascontiguousarray(gt[::-1]), cfg)
-    return track_long[box_track][::-1]
-
-
-def _run(
-    cx: np.ndarray,
-    cy: np.ndarray,
-    w: np.ndarray,
-    h: np.ndarray,
-    cls: np.ndarray,
-    offsets: np.ndarray,
-    gt: np.ndarray,
-    cfg: TrackerConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_track_pass` with the config's scalars in the types numba compiled for."""
-    return _track_pass(
-        cx,
-        cy,
-        w,
-        h,
-        cls,
-        offsets,
-        gt,
-        float(cfg.iou),
-        float(cfg.init_conf),
-        float(cfg.conf_decay),
-        float(cfg.min_conf),
-        int(cfg.min_track_len),
-    )
-
-
 def track_filter(
     frames: list[np.ndarray],
     is_gt: np.ndarray,
     cfg: TrackerConfig,
     *,
+    frame_hw: tuple[int, int],
     frame_times: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], TrackStats]:
     """Mark the boxes of short tracks ``ignore``, fill ``track_id``, inpaint missed frames.
 
-    ``frames``: one BOX_DTYPE array per frame of one sequence, in time order. ``is_gt``: one
-    bool per frame, True where the boxes are ground truth. ``frame_times`` (optional): one time
-    per frame (us) for the inpainted boxes; without it a frame's time is that of its boxes,
-    interpolated for empty frames. Returns new arrays (one per frame: the input boxes in their
-    order, then the inpainted boxes by track id) and the :class:`TrackStats`. The inputs are not
-    modified. Deterministic. See the module docstring for the rules.
+    ``frames``: one BOX_DTYPE array per frame of one sequence, in time order; ``is_gt``: one bool
+    per frame, True where the boxes are ground truth; ``frame_hw``: the image (height, width) in
+    the boxes' pixels, which predictions are clamped to; ``frame_times`` (optional): one time per
+    frame (us) for the inpainted boxes, else a frame's time is that of its boxes (interpolated for
+    empty frames). Returns new arrays (one per frame: the input boxes in their order, then the
+    inpainted boxes by track id) and the :class:`TrackStats`. Deterministic; inputs unchanged.
     """
-    gt, times = _check_inputs(frames, is_gt, cfg, frame_times)
+    gt, times = _check_inputs(frames, is_gt, cfg, frame_hw, frame_times)
     n_frames = len(frames)
     if n_frames == 0:
         return [], TrackStats(0, 0, 0, 0, 0)
     counts = np.fromiter(map(len, frames), np.int64, n_frames)
-    boxes = np.concatenate([frame.view(_RECORD) for frame in frames]).view(BOX_DTYPE)
+    # joined as bytes: concatenating thousands of small structured arrays costs more
+    boxes = np.frombuffer(b"".join([frame.tobytes() for frame in frames]), BOX_DTYPE).copy()
     validate_boxes(boxes, _SOURCE)
     all_offsets = np.zeros(n_frames + 1, np.int64)
     np.cumsum(counts, out=all_offsets[1:])
     box_frame = np.repeat(np.arange(n_frames, dtype=np.int64), counts)
 
+    # boxes already ignore take no part and come back unchanged (their track_id too)
     sel = np.flatnonzero(~boxes["ignore"])
     frame = box_frame[sel]
     offsets = np.zeros(n_frames + 1, np.int64)
     np.cumsum(np.bincount(frame, minlength=n_frames), out=offsets[1:])
     # field by field: fancy indexing of a structured array costs ~150 ns a row
-    w = boxes["w"][sel].astype(np.float64)
-    h = boxes["h"][sel].astype(np.float64)
-    cx = boxes["x"][sel] + w / 2
-    cy = boxes["y"][sel] + h / 2
-    cls = boxes["class_id"][sel].astype(np.int64)
+    x1 = boxes["x"][sel].astype(np.float64)
+    y1 = boxes["y"][sel].astype(np.float64)
+    cols = _Boxes(
+        x1, y1, x1 + boxes["w"][sel], y1 + boxes["h"][sel], boxes["class_id"][sel].astype(np.int64), offsets
+    )
 
-    box_track, box_prev, box_vx, box_vy, track_long = _run(cx, cy, w, h, cls, offsets, gt, cfg)
+    box_track, box_prev, box_vx, box_vy, track_long = _run(cols, gt, cfg, frame_hw)
     short = ~track_long[box_track]
-    if cfg.method == "forward_or_backward":
-        short &= ~_long_boxes(cx, cy, w, h, cls, offsets, gt, cfg)
+    if cfg.method == "forward_or_backward":  # ignored only if short in the reversed pass too
+        back_track, _, _, _, back_long = _run(cols.reversed(), np.ascontiguousarray(gt[::-1]), cfg, frame_hw)
+        short &= ~back_long[back_track][::-1]
+    # every tracked box, GT included, gets its forward track's id; GT is never marked (long)
     boxes["track_id"][sel] = box_track
     boxes["ignore"][sel] = short
 
     n_inpaint = 0
-    if cfg.inpaint:
-        ip_frame, src, centre = _inpaint(
-            frame, box_track, box_prev, cx, cy, w, h, box_vx, box_vy, track_long, gt
-        )
+    if cfg.inpaint:  # forward pass only, as LEOD
+        matched = box_prev >= 0
+        most = int((frame[matched] - frame[box_prev[matched]] - 1).sum())  # every gap, GT or not
+        height, width = map(float, frame_hw)
+        ip_frame, src, corners = _inpaint(
+            frame, box_track, box_prev, cols.x1, cols.y1, cols.x2, cols.y2, box_vx, box_vy,
+            track_long, gt, height, width, most,
+        )  # fmt: skip
         n_inpaint = len(ip_frame)
     if n_inpaint:
         if times is None:
             times = _frame_times_from_boxes(boxes, all_offsets)
         ip_track = box_track[src]
         order = np.lexsort((ip_track, ip_frame))
-        ip_frame, src, centre, ip_track = ip_frame[order], src[order], centre[order], ip_track[order]
-        painted = np.zeros(n_inpaint, BOX_DTYPE)
+        ip_frame, src, corners, ip_track = ip_frame[order], src[order], corners[order], ip_track[order]
+        painted = np.zeros(n_inpaint, BOX_DTYPE)  # class_confidence = objectness = 0
         painted["t"] = times[ip_frame]
-        painted["x"] = centre[:, 0] - w[src] / 2
-        painted["y"] = centre[:, 1] - h[src] / 2
-        painted["w"] = w[src]
-        painted["h"] = h[src]
-        painted["class_id"] = cls[src]
+        # as LEOD, a prediction fully outside the image is inpainted with no area
+        painted["x"], painted["y"] = corners[:, 0], corners[:, 1]
+        painted["w"], painted["h"] = corners[:, 2] - corners[:, 0], corners[:, 3] - corners[:, 1]
+        painted["class_id"] = cols.cls[src]
         painted["track_id"] = ip_track
         painted["ignore"] = True
         key = np.concatenate((2 * box_frame, 2 * ip_frame + 1))
