@@ -147,8 +147,8 @@ def _random_batch(seed: int, batch: int, num_classes: int) -> tuple[RawPredictio
 @pytest.mark.parametrize("num_classes", [1, 2, 3, 8])
 def test_batched_assignment_equals_the_per_image_one(num_classes: int) -> None:
     images = positives = 0
-    for seed in range(6):
-        preds, targets = _random_batch(seed * 10 + num_classes, batch=48, num_classes=num_classes)
+    for seed in range(3):
+        preds, targets = _random_batch(seed * 10 + num_classes, batch=32, num_classes=num_classes)
         assigned = targets.valid & ~targets.ignore
         obj, cls = preds.obj_logits.detach(), preds.cls_logits.detach()
         got = simota_assign(
@@ -171,7 +171,7 @@ def test_batched_assignment_equals_the_per_image_one(num_classes: int) -> None:
             assert torch.equal(got.matched_iou[mine], iou), f"image {b}"
             images += 1
             positives += int(fg.sum())
-    assert images == 6 * 48 and positives > 1000  # the comparison covered real work
+    assert images == 3 * 32 and positives > 300  # the comparison covered real work
 
 
 def test_batch_without_assigned_boxes_has_no_positives() -> None:
@@ -194,8 +194,8 @@ def test_batch_without_assigned_boxes_has_no_positives() -> None:
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_loss_and_gradients_equal_the_per_image_loss(num_classes: int) -> None:
-    for seed in range(3):
-        preds, targets = _random_batch(100 + seed, batch=40, num_classes=num_classes)
+    for seed in range(2):
+        preds, targets = _random_batch(100 + seed, batch=32, num_classes=num_classes)
         got = yolox_loss(preds, targets)
         ref_iou, ref_obj, ref_cls, ref_fg = _reference_loss(preds, targets)
         assert got.num_fg == ref_fg > 0
