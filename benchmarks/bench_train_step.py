@@ -14,8 +14,10 @@ phase on CUDA):
   IoU / objectness / class terms);
 * ``backward`` and ``optimizer`` (gradient clipping + AdamW step + zero_grad).
 
-Medians over the measured steps are reported (after ``--warmup`` steps), because other
-processes on a shared machine inflate single steps; ``/proc/loadavg`` is printed.
+Medians over the measured steps are reported (after ``--warmup`` steps), of the wall time
+and of the process CPU time: other processes on a shared machine inflate single steps
+and wall times much more than CPU times (use ``--threads 1`` there, so that no thread
+waits for another); ``/proc/loadavg`` is printed.
 ``--split full`` (default) is the dense-label run (``train_full``); a subsample split
 JSON gives the sparse one.
 
@@ -51,11 +53,12 @@ PHASES = ("data", "forward", "assign", "loss", "backward", "optimizer")
 
 
 class PhaseTimer:
-    """Wall-clock seconds per phase of the current step (device-synchronised)."""
+    """Wall-clock and process CPU seconds per phase of the current step (device-synchronised)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.step: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -64,10 +67,11 @@ class PhaseTimer:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         self.sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         yield
         self.sync()
         self.step[name] += time.perf_counter() - start
+        self.cpu[name] += time.process_time() - cpu_start
 
     def timed(self, fn: Callable[..., Any], name: str) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -103,9 +107,10 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     # the loss calls the assignment through its module namespace: time it there
     losses_module.simota_assign = timer.timed(losses_module.simota_assign, "assign")
     records: list[dict[str, float]] = []
+    cpu_records: list[dict[str, float]] = []
     states, supervised_frames, boxes = None, [], []
     while len(records) < args.warmup + args.steps:
-        timer.step = defaultdict(float)
+        timer.step, timer.cpu = defaultdict(float), defaultdict(float)
         with timer.phase("data"):
             batch = next(batches).to(device)
             states = model.reset(states, batch.is_first)
@@ -124,13 +129,15 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), params.train.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        step = dict(timer.step)
-        step["loss"] -= step.get("assign", 0.0)  # "loss" is the loss call minus its assignment
-        records.append(step)
+        for times, out in ((timer.step, records), (timer.cpu, cpu_records)):
+            step = dict(times)
+            step["loss"] -= step.get("assign", 0.0)  # "loss" is the loss call minus its assignment
+            out.append(step)
         supervised_frames.append(len(targets))
         boxes.append(int((targets.valid & ~targets.ignore).sum()))
-    measured = records[args.warmup :]
+    measured, cpu_measured = records[args.warmup :], cpu_records[args.warmup :]
     medians = {p: statistics.median(r.get(p, 0.0) for r in measured) * 1000 for p in PHASES}
+    cpu_medians = {p: statistics.median(r.get(p, 0.0) for r in cpu_measured) * 1000 for p in PHASES}
     totals = [sum(r.values()) for r in measured]
     return {
         "device": str(device),
@@ -140,7 +147,9 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
         "supervised_frames_per_step": statistics.median(supervised_frames),
         "boxes_per_step": statistics.median(boxes),
         "phase_ms": medians,
+        "phase_cpu_ms": cpu_medians,
         "step_ms": statistics.median(totals) * 1000,
+        "step_cpu_ms": statistics.median(sum(r.values()) for r in cpu_measured) * 1000,
         "step_ms_min": min(totals) * 1000,
     }
 
@@ -164,10 +173,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{rec['supervised_frames_per_step']:.0f} supervised frames and {rec['boxes_per_step']:.0f} boxes "
         f"per step (medians); loadavg before/after: {load_before} / {rec['loadavg'][1]}"
     )
-    step = rec["step_ms"]
+    step, cpu = rec["step_ms"], rec["step_cpu_ms"]
+    print(f"  {'phase':<10} {'wall ms':>8} {'share':>6} {'CPU ms':>8} {'share':>6}")
     for phase, ms in rec["phase_ms"].items():
-        print(f"  {phase:<10} {ms:8.1f} ms  {100 * ms / step:5.1f} %")
-    print(f"  {'step':<10} {step:8.1f} ms  (median of {rec['steps']} steps; min {rec['step_ms_min']:.1f} ms)")
+        cpu_ms = rec["phase_cpu_ms"][phase]
+        print(f"  {phase:<10} {ms:8.1f} {100 * ms / step:5.1f}% {cpu_ms:8.1f} {100 * cpu_ms / cpu:5.1f}%")
+    note = f"(medians of {rec['steps']} steps; wall min {rec['step_ms_min']:.1f})"
+    print(f"  {'step':<10} {step:8.1f} {'':6} {cpu:8.1f}   {note}")
     if args.json:
         args.json.write_text(json.dumps(rec, indent=1) + "\n")
 
