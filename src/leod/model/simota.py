@@ -10,8 +10,9 @@ anchor claimed by several boxes keeps the cheapest one.
 Boxes come padded, ``(B, N)`` with a mask of the ones that take part (see
 :mod:`leod.model.targets`), and every step is one tensor operation over ``(B, N, A)``:
 non-candidate anchors and masked boxes cost ``+inf``, the per-box top-k is one top-k with
-a rank mask. Per pair of box and anchor the arithmetic is that of an image-by-image
-assignment, so the result is the same (tests/test_simota.py checks it against one).
+a rank mask. Per pair of box and anchor the arithmetic is that of YOLOX's image-by-image
+loop; tests/test_simota.py checks that the assignments are exactly those of such a loop.
+Memory is ``O(B * N * A)`` per tensor (a few MB for the default config).
 """
 
 from __future__ import annotations
