@@ -39,7 +39,6 @@ def body(args: argparse.Namespace, params: Params) -> None:
         tracker.log_metrics({f"test/{k}": v for k, v in ev.result.metrics.items()})
         tracker.log_artifact(args.out)
         tracker.log_artifact(args.confusion)
-    print(ev.result.summary)
     print(f"{args.name}: {args.split} AP {ev.result.metrics['AP']:.4f}, AP50 {ev.result.metrics['AP50']:.4f}")
 
 

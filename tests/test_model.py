@@ -19,7 +19,7 @@ from leod.model.losses import yolox_loss
 from leod.model.maxvit import PartitionAttention, reorder
 from leod.model.nms import batched_nms, batched_nms_torch
 from leod.model.postprocess import postprocess
-from leod.model.simota import simota_assign
+from leod.model.simota import Assignment, simota_assign
 from leod.schema import from_dict
 
 
@@ -197,6 +197,19 @@ def _tiny_boxes_at_anchors(anchors: AnchorPoints) -> torch.Tensor:
     return torch.cat([centres, torch.ones_like(centres)], dim=1)
 
 
+def _assign_one(
+    boxes: torch.Tensor,
+    obj: torch.Tensor,
+    cls: torch.Tensor,
+    gt: torch.Tensor,
+    labels: torch.Tensor,
+    anchors: AnchorPoints,
+) -> Assignment:
+    """SimOTA on a batch of one image whose boxes are all assigned."""
+    mask = torch.ones(1, len(gt), dtype=torch.bool)
+    return simota_assign(boxes[None], obj[None], cls[None], gt[None], labels[None], mask, anchors)
+
+
 def test_simota_dynamic_k_on_a_toy_case() -> None:
     anchors = _single_level(8, 8)  # anchor (row r, col c) has centre ((c + .5) * 8, (r + .5) * 8)
     preds = _tiny_boxes_at_anchors(anchors)
@@ -209,9 +222,9 @@ def test_simota_dynamic_k_on_a_toy_case() -> None:
             preds[r * 8 + c] = torch.tensor([36.0, 36.0, s, s])
     preds[0] = gt[0]  # a perfect box outside the centre region is no candidate
     zeros = torch.zeros(64)
-    result = simota_assign(preds, zeros, zeros[:, None].repeat(1, 2), gt, torch.tensor([1]), anchors)
+    result = _assign_one(preds, zeros, zeros[:, None].repeat(1, 2), gt, torch.tensor([1]), anchors)
     # top IoUs sum to 1 + .81 + .5625 + .25 + 5 * .0625 = 2.94 -> k = 2: the two best anchors
-    assert result.fg_mask.nonzero().flatten().tolist() == [3 * 8 + 4, 4 * 8 + 4]
+    assert result.fg_mask[0].nonzero().flatten().tolist() == [3 * 8 + 4, 4 * 8 + 4]
     assert result.matched_gt.tolist() == [0, 0]
     assert torch.allclose(result.matched_iou, torch.tensor([0.81, 1.0]), atol=1e-4)
 
@@ -222,8 +235,8 @@ def test_simota_contested_anchor_goes_to_the_cheaper_box() -> None:
     preds[4 * 8 + 4] = torch.tensor([37.0, 36.0, 16.0, 16.0])  # IoU .88 with box 0, .68 with box 1
     gt = torch.tensor([[36.0, 36.0, 16.0, 16.0], [40.0, 36.0, 16.0, 16.0]])
     zeros = torch.zeros(64)
-    result = simota_assign(preds, zeros, torch.zeros(64, 2), gt, torch.tensor([0, 1]), anchors)
-    assert result.fg_mask.nonzero().flatten().tolist() == [36]
+    result = _assign_one(preds, zeros, torch.zeros(64, 2), gt, torch.tensor([0, 1]), anchors)
+    assert result.fg_mask[0].nonzero().flatten().tolist() == [36]
     assert result.matched_gt.tolist() == [0]
     assert result.num_fg == 1
 
@@ -232,7 +245,7 @@ def test_simota_without_candidates_assigns_nothing() -> None:
     anchors = _single_level(4, 4)
     preds = _tiny_boxes_at_anchors(anchors)
     outside = torch.tensor([[500.0, 500.0, 10.0, 10.0]])
-    result = simota_assign(preds, torch.zeros(16), torch.zeros(16, 2), outside, torch.tensor([0]), anchors)
+    result = _assign_one(preds, torch.zeros(16), torch.zeros(16, 2), outside, torch.tensor([0]), anchors)
     assert result.num_fg == 0 and not result.fg_mask.any()
 
 

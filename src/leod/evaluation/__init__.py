@@ -2,8 +2,9 @@
 
 * :mod:`leod.evaluation.prophesee` reproduces the protocol that every Gen1 / 1Mpx paper
   (RVT, LEOD) reports: filter small and early boxes, pair predictions with label
-  timestamps, and run COCO mAP through pycocotools. Numbers from here are comparable with
-  published tables only because nothing in that protocol is changed.
+  timestamps, and run COCO mAP (faster-coco-eval, pinned to pycocotools by the tests).
+  Numbers from here are comparable with published tables only because nothing in that
+  protocol is changed.
 * :mod:`leod.evaluation.confusion` adds what mAP hides: which classes are confused with
   each other and how many objects are missed or hallucinated, written in the long CSV
   format that ``dvc plots`` confusion templates read.

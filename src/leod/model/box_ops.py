@@ -30,8 +30,8 @@ def _iou_xyxy(a: Tensor, b: Tensor) -> Tensor:
 
 
 def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU matrix ``(N, M)`` between centre boxes ``a (N, 4)`` and ``b (M, 4)``."""
-    return _iou_xyxy(cxcywh_to_xyxy(a)[:, None, :], cxcywh_to_xyxy(b)[None, :, :])
+    """IoU matrices ``(..., N, M)`` between centre boxes ``a (..., N, 4)`` and ``b (..., M, 4)``."""
+    return _iou_xyxy(cxcywh_to_xyxy(a)[..., :, None, :], cxcywh_to_xyxy(b)[..., None, :, :])
 
 
 def aligned_iou(a: Tensor, b: Tensor) -> Tensor:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from leod.model.box_ops import aligned_iou
-from leod.model.head import RawPredictions
+from leod.model.head import AnchorPoints, RawPredictions
 from leod.model.simota import Assignment, centre_prior, simota_assign
 from leod.model.targets import BoxTargets
 
@@ -47,14 +46,13 @@ class LossTerms:
         }
 
 
-def ignore_region(valid_boxes: Tensor, ignored_boxes: Tensor, preds: RawPredictions) -> Tensor:
-    """``(A,)`` bool: anchors in an ignored box's centre region and in no valid box's."""
-    if ignored_boxes.shape[0] == 0:
-        return torch.zeros(preds.anchors.strides.shape[0], dtype=torch.bool, device=preds.boxes.device)
-    region = centre_prior(ignored_boxes, preds.anchors).any(dim=0)
-    if valid_boxes.shape[0]:
-        region &= ~centre_prior(valid_boxes, preds.anchors).any(dim=0)
-    return region
+def ignore_region(boxes: Tensor, assigned: Tensor, ignored: Tensor, anchors: AnchorPoints) -> Tensor:
+    """``(B, A)`` bool: anchors in an ignored box's centre region and in no assigned box's.
+
+    ``boxes (B, N, 4)``; ``assigned`` and ``ignored`` are ``(B, N)`` masks of its rows.
+    """
+    prior = centre_prior(boxes, anchors)  # (B, N, A)
+    return (prior & ignored[..., None]).any(dim=1) & ~(prior & assigned[..., None]).any(dim=1)
 
 
 def yolox_loss(
@@ -73,36 +71,27 @@ def yolox_loss(
     cls_logits = preds.cls_logits.float()
     obj_logits = preds.obj_logits.float()
 
-    fg_masks, obj_weights, reg_targets, cls_targets = [], [], [], []
-    for b in range(batch):
-        supervised = targets.valid[b] & ~targets.ignore[b]
-        gt_boxes = targets.boxes[b][supervised]
-        gt_labels = targets.labels[b][supervised]
-        assignment: Assignment = simota_assign(
-            preds.boxes[b], obj_logits[b], cls_logits[b], gt_boxes, gt_labels, preds.anchors
-        )
-        ignored = ignore_region(gt_boxes, targets.boxes[b][targets.valid[b] & targets.ignore[b]], preds)
-        fg_masks.append(assignment.fg_mask)
-        obj_weights.append((~ignored).float())
-        reg_targets.append(gt_boxes[assignment.matched_gt])
-        cls_targets.append(
-            F.one_hot(gt_labels[assignment.matched_gt], num_classes).float() * assignment.matched_iou[:, None]
-        )
-
-    fg = torch.stack(fg_masks)  # (B, A)
-    num_fg = int(fg.sum())
+    assigned = targets.valid & ~targets.ignore
+    ignored = targets.valid & targets.ignore
+    assignment: Assignment = simota_assign(
+        preds.boxes, obj_logits, cls_logits, targets.boxes, targets.labels, assigned, preds.anchors
+    )
+    fg = assignment.fg_mask  # (B, A)
+    image = fg.nonzero()[:, 0]
+    gt_rows = assignment.matched_gt
+    num_fg = assignment.num_fg
     norm = float(max(num_fg, 1))
-    iou = aligned_iou(preds.boxes[fg], torch.cat(reg_targets))
+    iou = aligned_iou(preds.boxes[fg], targets.boxes[image, gt_rows])
     loss_iou = (1.0 - iou.square()).sum() / norm
+    obj_weight_map = (~ignore_region(targets.boxes, assigned, ignored, preds.anchors)).float()
     loss_obj = (
-        F.binary_cross_entropy_with_logits(
-            obj_logits, fg.float(), weight=torch.stack(obj_weights), reduction="sum"
-        )
+        F.binary_cross_entropy_with_logits(obj_logits, fg.float(), weight=obj_weight_map, reduction="sum")
         / norm
     )
-    loss_cls = (
-        F.binary_cross_entropy_with_logits(cls_logits[fg], torch.cat(cls_targets), reduction="sum") / norm
+    cls_targets = (
+        F.one_hot(targets.labels[image, gt_rows], num_classes).float() * assignment.matched_iou[:, None]
     )
+    loss_cls = F.binary_cross_entropy_with_logits(cls_logits[fg], cls_targets, reduction="sum") / norm
     loss_iou, loss_obj, loss_cls = reg_weight * loss_iou, obj_weight * loss_obj, cls_weight * loss_cls
     return LossTerms(
         total=loss_iou + loss_obj + loss_cls, iou=loss_iou, obj=loss_obj, cls=loss_cls, num_fg=num_fg

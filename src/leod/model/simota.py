@@ -1,12 +1,18 @@
-"""SimOTA label assignment (YOLOX, as used by RVT and LEOD) for one image.
+"""SimOTA label assignment (YOLOX, as used by RVT and LEOD), for a whole batch at once.
 
-Candidates are anchors whose cell centre lies strictly within ``1.5 * stride`` of some
-box centre. For each box the cost of every candidate is the BCE of the joint score
+Candidates of an image are anchors whose cell centre lies strictly within ``1.5 * stride``
+of some box centre. For each box the cost of every candidate is the BCE of the joint score
 ``sqrt(sigmoid(cls) * sigmoid(obj))`` against the box's one-hot class, plus
 ``3 * -log(IoU)``, plus a huge penalty outside that box's own centre region. Each box
 takes its ``k`` cheapest candidates, ``k = max(1, int(sum of its top-10 IoUs))``; an
-anchor claimed by several boxes keeps the cheapest one. The whole step is vectorised
-over boxes (the per-box top-k becomes one top-k with a rank mask).
+anchor claimed by several boxes keeps the cheapest one.
+
+Boxes come padded, ``(B, N)`` with a mask of the ones that take part (see
+:mod:`leod.model.targets`), and every step is one tensor operation over ``(B, N, A)``:
+non-candidate anchors and masked boxes cost ``+inf``, the per-box top-k is one top-k with
+a rank mask. Per pair of box and anchor the arithmetic is that of YOLOX's image-by-image
+loop; tests/test_simota.py checks that the assignments are exactly those of such a loop.
+Memory is ``O(B * N * A)`` per tensor (a few MB for the default config).
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ _LOG_FLOOR = -100.0
 
 @dataclass(frozen=True)
 class Assignment:
-    """Positive anchors of one image and the box each one learns."""
+    """Positive anchors of a batch and the box each one learns.
 
-    fg_mask: Tensor  # (A,) bool
-    matched_gt: Tensor  # (num_fg,) int64 index into the boxes given to simota_assign
+    ``matched_gt`` and ``matched_iou`` list the positives in ``fg_mask.nonzero()`` order
+    (image by image, anchors ascending).
+    """
+
+    fg_mask: Tensor  # (B, A) bool
+    matched_gt: Tensor  # (num_fg,) int64 row of the box among its image's N padded rows
     matched_iou: Tensor  # (num_fg,) float32 IoU of the anchor's prediction with that box
 
     @property
@@ -42,18 +52,13 @@ class Assignment:
 
 
 def centre_prior(gt_boxes: Tensor, anchors: AnchorPoints) -> Tensor:
-    """``(G, A)`` bool: anchor centre strictly inside the box's ``1.5 * stride`` centre square."""
-    radius = CENTRE_RADIUS * anchors.strides[None, :]
-    delta = (anchors.centres[None, :, :] - gt_boxes[:, None, :2]).abs()
+    """``(..., N, A)`` bool: anchor centre strictly inside the box's ``1.5 * stride`` square.
+
+    ``gt_boxes`` is ``(..., N, 4)`` centre boxes.
+    """
+    radius = CENTRE_RADIUS * anchors.strides
+    delta = (anchors.centres - gt_boxes[..., None, :2]).abs()  # (..., N, A, 2)
     return (delta[..., 0] < radius) & (delta[..., 1] < radius)
-
-
-def _empty(num_anchors: int, device: torch.device) -> Assignment:
-    return Assignment(
-        fg_mask=torch.zeros(num_anchors, dtype=torch.bool, device=device),
-        matched_gt=torch.zeros(0, dtype=torch.int64, device=device),
-        matched_iou=torch.zeros(0, device=device),
-    )
 
 
 @torch.no_grad()
@@ -63,39 +68,53 @@ def simota_assign(
     cls_logits: Tensor,
     gt_boxes: Tensor,
     gt_labels: Tensor,
+    gt_mask: Tensor,
     anchors: AnchorPoints,
 ) -> Assignment:
-    """Assign anchors of one image: ``pred_boxes (A, 4)``, logits ``(A,)``/``(A, C)``, boxes ``(G, 4)``."""
-    num_anchors = pred_boxes.shape[0]
-    in_centre = centre_prior(gt_boxes, anchors)  # (G, A)
-    candidates = in_centre.any(dim=0).nonzero().squeeze(1)
-    if gt_boxes.shape[0] == 0 or candidates.numel() == 0:
-        return _empty(num_anchors, pred_boxes.device)
+    """Assign anchors of ``B`` images.
 
-    ious = pairwise_iou(gt_boxes.float(), pred_boxes[candidates].float())  # (G, P)
-    joint = (cls_logits[candidates].float().sigmoid() * obj_logits[candidates, None].float().sigmoid()).sqrt()
+    ``pred_boxes (B, A, 4)``, ``obj_logits (B, A)``, ``cls_logits (B, A, C)``; boxes
+    ``(B, N, 4)`` with labels ``(B, N)`` and ``gt_mask (B, N)``, True for the boxes that
+    are assigned (padding and ignored rows are False; their labels are not read).
+    """
+    batch, num_anchors = obj_logits.shape
+    device = pred_boxes.device
+    in_centre = centre_prior(gt_boxes, anchors) & gt_mask[..., None]  # (B, N, A)
+    candidate = in_centre.any(dim=1)  # (B, A)
+    if gt_boxes.shape[1] == 0 or not bool(candidate.any()):
+        return Assignment(
+            fg_mask=torch.zeros(batch, num_anchors, dtype=torch.bool, device=device),
+            matched_gt=torch.zeros(0, dtype=torch.int64, device=device),
+            matched_iou=torch.zeros(0, device=device),
+        )
+    pair = candidate[:, None, :] & gt_mask[..., None]  # (B, N, A): box and candidate of one image
+
+    ious = pairwise_iou(gt_boxes.float(), pred_boxes.float())  # (B, N, A)
+    joint = (cls_logits.float().sigmoid() * obj_logits[..., None].float().sigmoid()).sqrt()  # (B, A, C)
     log_p = joint.log().clamp(min=_LOG_FLOOR)
     log_not_p = torch.log1p(-joint).clamp(min=_LOG_FLOOR)
     # BCE against a one-hot target: every class contributes -log(1-p), the target class
     # swaps its term for -log(p).
-    cls_cost = -log_not_p.sum(dim=1)[None, :] + (log_not_p[:, gt_labels] - log_p[:, gt_labels]).T
-    cost = cls_cost - IOU_COST_WEIGHT * torch.log(ious + 1e-8) + OUTSIDE_PENALTY * (~in_centre[:, candidates])
+    labels = torch.where(gt_mask, gt_labels, 0)[:, None, :].expand(-1, num_anchors, -1)  # (B, A, N)
+    own = (log_not_p.gather(2, labels) - log_p.gather(2, labels)).transpose(1, 2)  # (B, N, A)
+    cls_cost = -log_not_p.sum(dim=2)[:, None, :] + own
+    cost = cls_cost - IOU_COST_WEIGHT * torch.log(ious + 1e-8) + OUTSIDE_PENALTY * (~in_centre)
+    cost = cost.masked_fill(~pair, torch.inf)
 
-    top_ious = ious.topk(min(CANDIDATE_TOPK, candidates.numel()), dim=1).values
-    dynamic_k = top_ious.sum(dim=1).int().clamp(min=1)  # (G,) at most P
-    cheapest = cost.topk(int(dynamic_k.max()), dim=1, largest=False).indices  # (G, k_max)
-    within_k = torch.arange(cheapest.shape[1], device=cost.device)[None, :] < dynamic_k[:, None]
-    matching = torch.zeros_like(cost, dtype=torch.bool).scatter_(1, cheapest, within_k)
+    top_ious = ious.masked_fill(~pair, 0.0).topk(min(CANDIDATE_TOPK, num_anchors), dim=2).values
+    dynamic_k = top_ious.sum(dim=2).int().clamp(min=1)  # (B, N), at most the image's candidates
+    dynamic_k = torch.where(gt_mask, dynamic_k, 0)
+    cheapest = cost.topk(int(dynamic_k.max()), dim=2, largest=False).indices  # (B, N, k_max)
+    within_k = torch.arange(cheapest.shape[2], device=device) < dynamic_k[..., None]
+    matching = torch.zeros_like(pair).scatter_(2, cheapest, within_k)
 
-    contested = matching.sum(dim=0) > 1
-    if contested.any():
-        best = cost[:, contested].argmin(dim=0)
-        matching[:, contested] = False
-        matching[best, contested.nonzero().squeeze(1)] = True
+    # an anchor claimed by several boxes keeps the cheapest (the first one on a tie)
+    contested = matching.sum(dim=1) > 1  # (B, A)
+    if bool(contested.any()):
+        cheapest_box = torch.zeros_like(matching).scatter_(1, cost.argmin(dim=1, keepdim=True), True)
+        matching = torch.where(contested[:, None, :], cheapest_box, matching)
 
-    positive = matching.any(dim=0)  # (P,)
-    matched_gt = matching[:, positive].int().argmax(dim=0)
-    positive_idx = positive.nonzero().squeeze(1)
-    fg_mask = torch.zeros(num_anchors, dtype=torch.bool, device=pred_boxes.device)
-    fg_mask[candidates[positive_idx]] = True
-    return Assignment(fg_mask=fg_mask, matched_gt=matched_gt, matched_iou=ious[matched_gt, positive_idx])
+    fg_mask = matching.any(dim=1)  # (B, A)
+    matched_gt = matching.to(torch.uint8).argmax(dim=1)  # (B, A): the one claiming box
+    matched_iou = ious.gather(1, matched_gt[:, None, :]).squeeze(1)
+    return Assignment(fg_mask=fg_mask, matched_gt=matched_gt[fg_mask], matched_iou=matched_iou[fg_mask])
