@@ -15,18 +15,36 @@ its results. Errors are one ``error:`` line and exit status 2, as for the stages
 from __future__ import annotations
 
 import argparse
-import sys
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from leod.config import load_params
-from leod.errors import LeodError
-from leod.stage import EXIT_BAD_INPUT
+from leod.errors import ConfigError, LeodError
+from leod.stage import report_error
 
 DEFAULT_NAME = "leod-detector"
 DEFAULT_ALIAS = "champion"
+# what a models:/NAME@ALIAS URI can carry: no '/', '@' or spaces; MLflow reserves the
+# aliases 'latest' and 'v<number>'
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
+
+
+def check_registry_names(name: str, alias: str) -> None:
+    """Reject a model name or alias that a ``models:/NAME@ALIAS`` URI cannot carry."""
+    if not _MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name {name!r}: a registered model name is letters, digits, '.', '_' and '-' "
+            "(no '/', '@' or spaces), starting with a letter or digit"
+        )
+    if not _ALIAS.fullmatch(alias) or _RESERVED_ALIAS.fullmatch(alias):
+        raise ConfigError(
+            f"--alias {alias!r}: an alias is letters, digits, '_' and '-', and not 'latest' or 'v<number>'"
+        )
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -48,6 +66,7 @@ def _check_frames(root: Path, count: int) -> np.ndarray:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
+    check_registry_names(args.name, args.alias)
     from leod.registry import load_registered, register_model
     from leod.serving import detect_frames
     from leod.training.model_files import load_model
@@ -98,7 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except LeodError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (LeodError, OSError) as exc:
+        return report_error(exc)
     return 0

@@ -86,7 +86,9 @@ class RepresentationConfig:
         for name in ("window_ms", "step_ms"):
             value = getattr(self, name)
             if abs(value * 1000 - round(value * 1000)) > 1e-6:
-                raise ConfigError(f"params key '{key}.{name}' = {value} must be a whole number of microseconds")
+                raise ConfigError(
+                    f"params key '{key}.{name}' = {value} must be a whole number of microseconds"
+                )
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,10 @@ def one_line(exc: BaseException) -> str:
         what = refusal["what"] or ""
         name = re.search(r"GLOBAL (\S+)", what)
         what = name[1] if name else what.rstrip(".") or "an object"
-        text = text[: refusal.start()] + f"refused to unpickle {what}: not plain tensor data (no code from the file is run)"
+        text = (
+            text[: refusal.start()]
+            + f"refused to unpickle {what}: not plain tensor data (no code from the file is run)"
+        )
     return text
 
 
@@ -74,4 +77,6 @@ def read_json(path: str | Path, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: {what} is not valid JSON (line {exc.lineno}:{exc.colno}: {exc.msg})") from exc
+        raise DataFormatError(
+            f"{path}: {what} is not valid JSON (line {exc.lineno}:{exc.colno}: {exc.msg})"
+        ) from exc

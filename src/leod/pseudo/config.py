@@ -7,7 +7,6 @@ from typing import Literal
 
 from leod.schema import check_unit_interval, optional, rng
 
-
 TrackMethod = Literal["forward", "forward_or_backward"]
 
 
@@ -61,7 +60,7 @@ class PseudoConfig:
 
     @property
     def tracker(self) -> TrackerConfig:
-        """The tracker's view of these settings (flat in params.yaml so ``-S pseudo.min_track_len=8`` works)."""
+        """The tracker's view of these settings (flat in params.yaml: ``-S pseudo.min_track_len=8``)."""
         return TrackerConfig(self)
 
 
