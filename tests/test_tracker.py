@@ -9,12 +9,14 @@ import pytest
 
 from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import BOX_DTYPE
-from leod.pseudo.config import TrackerConfig
+from leod.pseudo.config import PseudoConfig, TrackerConfig
 from leod.pseudo.tracker import TrackStats, track_filter
 
 FRAME_US = 50_000
-CFG = TrackerConfig()
-FORWARD = replace(CFG, method="forward")
+# the tracker's settings are a view of the pseudo section; these tests use LEOD's min_track_len
+PSEUDO = PseudoConfig(obj_thresh=[0.5], cls_thresh=[0.5], min_track_len=6)
+CFG = PSEUDO.tracker
+FORWARD = replace(PSEUDO, track_method="forward").tracker
 
 
 def boxes(f: int, rows: list[tuple[float, float, float, float, int]], ignore: bool = False) -> np.ndarray:
@@ -77,7 +79,7 @@ def test_linear_track_with_gaps_is_kept_and_inpainted() -> None:
 
 def test_inpaint_off_adds_nothing() -> None:
     frames = scene(20, [dict(x=10, y=50, vx=4, w=30, h=20, frames=[f for f in range(20) if f != 5])])
-    out, stats = track_filter(frames, no_gt(frames), replace(CFG, inpaint=False))
+    out, stats = track_filter(frames, no_gt(frames), replace(PSEUDO, inpaint=False).tracker)
     assert len(out[5]) == 0 and stats.boxes_inpainted == 0
     assert sum(len(f) for f in out) == 19
 
@@ -107,7 +109,7 @@ def short_track_at(frames_of_track: list[int], method: str) -> bool:
             dict(x=200, y=150, vx=1, w=25, h=25, frames=frames_of_track),
         ],
     )
-    out, _ = track_filter(frames, no_gt(frames), replace(CFG, method=method))
+    out, _ = track_filter(frames, no_gt(frames), replace(PSEUDO, track_method=method).tracker)
     flags = [bool(out[f]["ignore"][1]) for f in frames_of_track]
     assert len(set(flags)) == 1, "a track's boxes share one fate"
     assert not any(out[f]["ignore"][0] for f in range(20))
@@ -226,7 +228,9 @@ def test_input_ignore_boxes_pass_through() -> None:
 
 def test_min_track_len_one_keeps_everything() -> None:
     frames = random_scene(np.random.default_rng(3), 40)
-    out, stats = track_filter(frames, no_gt(frames), replace(CFG, min_track_len=1, method="forward"))
+    out, stats = track_filter(
+        frames, no_gt(frames), replace(PSEUDO, min_track_len=1, track_method="forward").tracker
+    )
     assert stats.boxes_ignored == 0 and stats.long_tracks == stats.tracks
     for before, after in zip(frames, out, strict=True):  # only the input's ignore boxes are ignored
         np.testing.assert_array_equal(after["ignore"][: len(before)], before["ignore"])
@@ -274,7 +278,7 @@ def test_bad_input_raises_one_clear_error() -> None:
     with pytest.raises(DataFormatError, match="frame_times"):
         track_filter(frames, no_gt(frames), CFG, frame_times=np.zeros(3))
     with pytest.raises(ConfigError, match="method"):
-        track_filter(frames, no_gt(frames), replace(CFG, method="backward"))  # type: ignore[arg-type]
+        track_filter(frames, no_gt(frames), replace(PSEUDO, track_method="backward").tracker)  # type: ignore[arg-type]
 
 
 # --- cross-check against a plain-Python tracker written object by object, as LEOD is --------
@@ -388,7 +392,7 @@ def test_agrees_with_plain_python_tracker(seed: int, method: str) -> None:
     rng = np.random.default_rng(seed)
     frames = random_scene(rng, 60)
     is_gt = rng.random(60) < 0.1
-    cfg = replace(CFG, method=method)
+    cfg = replace(PSEUDO, track_method=method).tracker
     out, stats = track_filter(frames, is_gt, cfg)
 
     def detections(fr: np.ndarray) -> list[tuple]:
