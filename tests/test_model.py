@@ -11,15 +11,17 @@ import torch
 
 from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import empty_boxes
-from leod.model import BoxTargets, ModelConfig, RawPredictions, RecurrentDetector
 from leod.model.backbone import pad_to_multiple
 from leod.model.box_ops import cxcywh_to_xyxy, pairwise_iou
-from leod.model.head import AnchorPoints, make_anchor_points
+from leod.model.config import ModelConfig
+from leod.model.detector import RecurrentDetector
+from leod.model.head import AnchorPoints, RawPredictions, make_anchor_points
 from leod.model.losses import yolox_loss
 from leod.model.maxvit import PartitionAttention, reorder
 from leod.model.nms import batched_nms, batched_nms_torch
 from leod.model.postprocess import postprocess
 from leod.model.simota import simota_assign
+from leod.model.targets import BoxTargets
 from leod.schema import from_dict
 
 
