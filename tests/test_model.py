@@ -22,7 +22,7 @@ from leod.model.nms import batched_nms, batched_nms_torch
 from leod.model.postprocess import postprocess
 from leod.model.simota import simota_assign
 from leod.model.targets import BoxTargets
-from leod.schema import from_dict
+from leod.schema import from_dict, to_dict
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -52,19 +52,24 @@ def test_parameter_counts_match_rvt() -> None:
     assert 0.5e6 < _count(RecurrentDetector(ModelConfig(preset="nano"))) < 1.2e6
 
 
+def _model(over: dict) -> dict:
+    """A complete ``model`` section (params.yaml must give every key) with ``over`` applied."""
+    return {**to_dict(ModelConfig()), **over}
+
+
 def test_config_validation() -> None:
-    cfg = from_dict(ModelConfig, {"preset": "small", "num_classes": 3, "partition_split": 2}, "model")
+    cfg = from_dict(ModelConfig, _model({"preset": "small", "num_classes": 3, "partition_split": 2}), "model")
     assert cfg.stage_dims == (48, 96, 192, 384) and cfg.head_hidden == 96 and cfg.pad_multiple == 64
-    assert from_dict(ModelConfig, {"preset": "base"}).bottlenecks_per_csp == 2
-    assert from_dict(ModelConfig, {"preset": "tiny", "embed_dim": 64}).stage_dims[-1] == 512
+    assert from_dict(ModelConfig, _model({"preset": "base"})).bottlenecks_per_csp == 2
+    assert from_dict(ModelConfig, _model({"preset": "tiny", "embed_dim": 64})).stage_dims[-1] == 512
     with pytest.raises(ConfigError, match="model.dim_head"):
-        from_dict(ModelConfig, {"preset": "tiny", "dim_head": 24}, "model")
+        from_dict(ModelConfig, _model({"preset": "tiny", "dim_head": 24}), "model")
     with pytest.raises(ConfigError, match="num_blocks"):
-        from_dict(ModelConfig, {"num_blocks": [1, 1, 1]}, "model")
+        from_dict(ModelConfig, _model({"num_blocks": [1, 1, 1]}), "model")
     with pytest.raises(ConfigError, match="preset"):
-        from_dict(ModelConfig, {"preset": "huge"}, "model")
+        from_dict(ModelConfig, _model({"preset": "huge"}), "model")
     with pytest.raises(ConfigError, match="model.partition_split"):
-        from_dict(ModelConfig, {"partition_split": 3}, "model")
+        from_dict(ModelConfig, _model({"partition_split": 3}), "model")
 
 
 # ---------------------------------------------------------------- shapes and padding
