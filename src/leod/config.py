@@ -282,6 +282,8 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
         raise _yaml_error(path, exc) from exc
     finally:
         loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of params keys, got {type(data).__name__}")
     return params_from_dict(data)
 
 
