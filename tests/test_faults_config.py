@@ -313,3 +313,23 @@ def test_refused_pickle_never_advises_weights_only_false(tmp_path: Path) -> None
     assert "weights_only" not in line and "\n" not in line
     assert line.startswith(f"corrupt model weights {path}: refused to unpickle ")
     assert line.split("refused to unpickle ")[1].split(":")[0].endswith("NotPlain")
+
+
+@pytest.mark.parametrize(
+    ("content", "expect"),
+    [
+        (None, "pseudo-label quality metrics not found"),
+        (b'{"precision@0.5": 0.', "is not valid JSON (line 1:"),
+    ],
+    ids=["missing", "truncated"],
+)
+def test_bad_quality_json(
+    tmp_path: Path, capfd: pytest.CaptureFixture, content: bytes | None, expect: str
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS_TEXT)
+    if content is not None:
+        (tmp_path / "missing").write_bytes(content)  # the path _stage_args passes as --quality
+    proc = _run("train_round", params, tmp_path, capfd=capfd)
+    _assert_one_error(proc, str(tmp_path / "missing"), expect)
+    assert not (tmp_path / "out").exists()
