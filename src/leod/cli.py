@@ -84,10 +84,24 @@ def cmd_register(args: argparse.Namespace) -> None:
     print(f"{done.uri} loads back; same predictions on {len(frames)} test frames ({len(got)} boxes)")
 
 
+HELP = """\
+Commands that read what the pipeline (dvc repro) produced; they run nothing expensive.
+
+  compare    the round table (test AP, pseudo-label precision/recall, gap closed)
+  register   publish a model to the MLflow registry under an alias and check it loads back
+
+Examples:
+  python -m leod compare                       # the workspace's metrics/
+  python -m leod compare HEAD~1 workspace      # a commit beside the workspace
+  python -m leod compare my-exp                # a DVC experiment (dvc exp show lists them)
+  python -m leod register --alias champion     # the last round's model
+
+Errors are one 'error:' line and exit status 2, as for the stages.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="leod", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="leod", description=HELP, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compare", help="round table of the workspace, commits or DVC experiments")
