@@ -46,7 +46,7 @@ _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The repository root that holds the MLflow store (see the module docstring)."""
+    """The repository root that holds the MLflow store (see :mod:`leod.tracking`)."""
     dvc_root = os.environ.get("DVC_ROOT")
     if dvc_root:
         return Path(dvc_root).resolve()
