@@ -64,7 +64,9 @@ def _child(
     """One measurement in this (fresh) process; returns a JSON-able record."""
     import torch
 
-    from leod.model import BoxTargets, ModelConfig, RecurrentDetector
+    from leod.model.config import ModelConfig
+    from leod.model.detector import RecurrentDetector
+    from leod.model.targets import BoxTargets
 
     torch.manual_seed(0)
     torch.set_num_threads(threads)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from leod.atomic import atomic_path, write_json, write_text
 from leod.config import Params
 from leod.data.sequence import load_split
+from leod.errors import read_json
 from leod.pseudo.gate import gate_reason
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
@@ -50,7 +50,7 @@ def carry_forward(args: argparse.Namespace, reason: str) -> None:
     """A gated round: the previous round's model, copied atomically, with metrics saying why."""
     with atomic_path(args.model, is_dir=True) as tmp:
         shutil.copytree(args.prev, tmp, dirs_exist_ok=True)
-    prev = json.loads((Path(args.prev) / "model.json").read_text())
+    prev = read_json(Path(args.prev) / "model.json", "model description")
     write_json(
         args.metrics,
         {
@@ -69,7 +69,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     if args.round:
         params = params.for_round(args.round)
     reason = (
-        gate_reason(params.selftrain.min_precision, json.loads(Path(args.quality).read_text()))
+        gate_reason(params.selftrain.min_precision, read_json(args.quality, "pseudo-label quality metrics"))
         if args.quality
         else None
     )

@@ -26,7 +26,7 @@ from leod.data.sampling import DataConfig, InferenceSampler, SampleSpec, TrainSa
 from leod.data.sequence import LabelFiles, SequenceData, load_split, open_sequences
 from leod.errors import ConfigError, DataFormatError, MissingInputError
 from leod.labels.boxes import BOX_DTYPE, empty_boxes, to_evaluator
-from leod.schema import from_dict
+from leod.schema import from_dict, to_dict
 
 H, W, NBINS = 16, 24, 2
 LENGTHS = {"seq_a": 30, "seq_b": 23, "seq_c": 37}
@@ -216,19 +216,27 @@ def test_bad_inputs_raise_clear_errors(dataset: Path, tmp_path: Path) -> None:
 # --- configuration ----------------------------------------------------------------------------
 
 
+def _full(over: dict) -> dict:
+    """A complete ``loader`` section (params.yaml must give every key) with ``over`` merged in."""
+    data = to_dict(DataConfig())
+    for key, value in over.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return data
+
+
 def test_config_validation_and_slot_split() -> None:
-    cfg = from_dict(DataConfig, {"batch_size": 8, "augment_random": {"zoom_in_p": 0.5}}, "train")
+    cfg = from_dict(DataConfig, _full({"batch_size": 8, "augment_random": {"zoom_in_p": 0.5}}), "train")
     assert (
         cfg.slots == (4, 4) and cfg.augment_random.zoom_in_p == 0.5 and cfg.augment_stream.zoom_out_p == 0.5
     )
     assert DataConfig(batch_size=8, w_stream=3, w_random=1).slots == (6, 2)
     assert DataConfig(batch_size=3, w_stream=0).slots == (0, 3)
     with pytest.raises(ConfigError, match="train.augment_stream.zoom_in_p"):
-        from_dict(DataConfig, {"augment_stream": {"zoom_in_p": 0.1}}, "train")
+        from_dict(DataConfig, _full({"augment_stream": {"zoom_in_p": 0.1}}), "train")
     with pytest.raises(ConfigError, match="zoom_out_p"):
-        from_dict(DataConfig, {"augment_random": {"zoom_in_p": 0.8, "zoom_out_p": 0.3}}, "train")
+        from_dict(DataConfig, _full({"augment_random": {"zoom_in_p": 0.8, "zoom_out_p": 0.3}}), "train")
     with pytest.raises(ConfigError, match="cannot both be 0"):
-        from_dict(DataConfig, {"w_stream": 0, "w_random": 0}, "train")
+        from_dict(DataConfig, _full({"w_stream": 0, "w_random": 0}), "train")
 
 
 # --- streaming ----------------------------------------------------------------------------------

@@ -11,16 +11,18 @@ import torch
 
 from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import empty_boxes
-from leod.model import BoxTargets, ModelConfig, RawPredictions, RecurrentDetector
 from leod.model.backbone import pad_to_multiple
 from leod.model.box_ops import cxcywh_to_xyxy, pairwise_iou
-from leod.model.head import AnchorPoints, make_anchor_points
+from leod.model.config import ModelConfig
+from leod.model.detector import RecurrentDetector
+from leod.model.head import AnchorPoints, RawPredictions, make_anchor_points
 from leod.model.losses import yolox_loss
 from leod.model.maxvit import PartitionAttention, reorder
 from leod.model.nms import batched_nms, batched_nms_torch
 from leod.model.postprocess import postprocess
 from leod.model.simota import Assignment, simota_assign
-from leod.schema import from_dict
+from leod.model.targets import BoxTargets
+from leod.schema import from_dict, to_dict
 
 
 def _count(model: torch.nn.Module) -> int:
@@ -50,19 +52,24 @@ def test_parameter_counts_match_rvt() -> None:
     assert 0.5e6 < _count(RecurrentDetector(ModelConfig(preset="nano"))) < 1.2e6
 
 
+def _model(over: dict) -> dict:
+    """A complete ``model`` section (params.yaml must give every key) with ``over`` applied."""
+    return {**to_dict(ModelConfig()), **over}
+
+
 def test_config_validation() -> None:
-    cfg = from_dict(ModelConfig, {"preset": "small", "num_classes": 3, "partition_split": 2}, "model")
+    cfg = from_dict(ModelConfig, _model({"preset": "small", "num_classes": 3, "partition_split": 2}), "model")
     assert cfg.stage_dims == (48, 96, 192, 384) and cfg.head_hidden == 96 and cfg.pad_multiple == 64
-    assert from_dict(ModelConfig, {"preset": "base"}).bottlenecks_per_csp == 2
-    assert from_dict(ModelConfig, {"preset": "tiny", "embed_dim": 64}).stage_dims[-1] == 512
+    assert from_dict(ModelConfig, _model({"preset": "base"})).bottlenecks_per_csp == 2
+    assert from_dict(ModelConfig, _model({"preset": "tiny", "embed_dim": 64})).stage_dims[-1] == 512
     with pytest.raises(ConfigError, match="model.dim_head"):
-        from_dict(ModelConfig, {"preset": "tiny", "dim_head": 24}, "model")
+        from_dict(ModelConfig, _model({"preset": "tiny", "dim_head": 24}), "model")
     with pytest.raises(ConfigError, match="num_blocks"):
-        from_dict(ModelConfig, {"num_blocks": [1, 1, 1]}, "model")
+        from_dict(ModelConfig, _model({"num_blocks": [1, 1, 1]}), "model")
     with pytest.raises(ConfigError, match="preset"):
-        from_dict(ModelConfig, {"preset": "huge"}, "model")
+        from_dict(ModelConfig, _model({"preset": "huge"}), "model")
     with pytest.raises(ConfigError, match="model.partition_split"):
-        from_dict(ModelConfig, {"partition_split": 3}, "model")
+        from_dict(ModelConfig, _model({"partition_split": 3}), "model")
 
 
 # ---------------------------------------------------------------- shapes and padding

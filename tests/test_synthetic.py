@@ -223,6 +223,15 @@ def test_default_config_round_trips_through_the_schema() -> None:
     assert [p.width_px.max for p in cfg.profiles(CLASSES)] == [28.0, 8.0]
 
 
+def _full(over: dict, base: dict | None = None) -> dict:
+    """A complete ``synthetic`` section (params.yaml must give every key), ``over`` merged in."""
+    out = dict(to_dict(SyntheticConfig()) if base is None else base)
+    for key, value in over.items():
+        merge = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _full(value, out[key]) if merge else value
+    return out
+
+
 @pytest.mark.parametrize(
     ("data", "key"),
     [
@@ -238,19 +247,19 @@ def test_default_config_round_trips_through_the_schema() -> None:
 )
 def test_config_errors_name_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        from_dict(SyntheticConfig, data, "synthetic")
+        from_dict(SyntheticConfig, _full(data), "synthetic")
 
 
 def test_object_profile_errors_name_the_key() -> None:
     car = to_dict(SyntheticConfig().objects["car"])
     car["speed_px_s"] = {"min": 9.0, "max": 3.0}
     with pytest.raises(ConfigError, match="'synthetic.objects.car.speed_px_s.min'"):
-        from_dict(SyntheticConfig, {"objects": {"car": car}}, "synthetic")
+        from_dict(SyntheticConfig, _full({"objects": {"car": car}}), "synthetic")
     fast = ObjectClassConfig(Range(5, 6), Range(5, 6), Range(100, 900), 0.0, 0.0, 1.0, 1.0, 0.0)
     with pytest.raises(ConfigError, match="'synthetic.substep_ms'"):
-        from_dict(SyntheticConfig, {"objects": {"car": to_dict(fast)}}, "synthetic")
+        from_dict(SyntheticConfig, _full({"objects": {"car": to_dict(fast)}}), "synthetic")
     car["speed_px_s"] = {"min": 0.0, "max": 3.0}
     with pytest.raises(ConfigError, match="'synthetic.objects.car.speed_px_s.min'"):
-        from_dict(SyntheticConfig, {"objects": {"car": car}}, "synthetic")
+        from_dict(SyntheticConfig, _full({"objects": {"car": car}}), "synthetic")
     with pytest.raises(ConfigError, match="'synthetic.objects'.*'truck'"):
         SyntheticConfig().profiles(["car", "truck"])

@@ -159,8 +159,71 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(
     assert (artifact_dir / "meta" / "classes.json").is_file()
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["meta", "report.txt"]
 
+    assert tags["leod.pid"] == str(os.getpid()) and tags["leod.host"]
+
+
+def test_git_dirty_is_judged_on_code_and_params_only(repo: Path) -> None:
+    # dvc.lock, dvc.yaml and outputs change during every `dvc repro`: they do not make a run dirty
     (repo / "dvc.yaml").write_text("stages: {changed: {}}\n")
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    assert git_tags()["git.dirty"] == "false"
+    (repo / "src" / "leod").mkdir(parents=True)
+    (repo / "src" / "leod" / "new.py").write_text("x = 1\n")
     assert git_tags()["git.dirty"] == "true"
+    shutil.rmtree(repo / "src")
+    (repo / "params.yaml").write_text("seed: 0\n")
+    assert git_tags()["git.dirty"] == "true"
+
+
+def test_experiment_opens_in_the_runs_view(repo: Path) -> None:
+    """MLflow 3's UI shows an experiment without this tag as a GenAI (traces) experiment."""
+    client = _client(f"sqlite:///{repo}/mlflow.db")
+    client.create_experiment("old")  # made before the tag existed
+    for name in ("leod-test", "old"):
+        _, experiment_id = ensure_store(name)
+        assert (
+            client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+        )
+
+
+def test_unreachable_http_server_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port that was just free: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("LEOD_TRACKING", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    start = time.monotonic()
+    with pytest.raises(LeodError, match=f"MLflow server http://127.0.0.1:{port} cannot be reached"):
+        ensure_store("leod-test")
+    assert time.monotonic() - start < 30
+
+
+_KILLED_CHILD = """
+import os, signal
+from leod.tracking import stage_run
+with stage_run("train", {"a": 1}, "leod-test") as tracker:
+    print(tracker.run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_run_of_a_killed_stage_is_marked_killed_by_the_next_run(repo: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", _KILLED_CHILD], capture_output=True, text=True, check=False)
+    assert child.returncode == -9
+    killed_id = child.stdout.split()[0]
+    client = _client(f"sqlite:///{repo}/mlflow.db")
+    assert client.get_run(killed_id).info.status == "RUNNING"
+    # a RUNNING run of a live process (this one) is left alone
+    live = client.create_run(
+        client.get_run(killed_id).info.experiment_id,
+        tags={"leod.host": client.get_run(killed_id).data.tags["leod.host"], "leod.pid": str(os.getpid())},
+    )
+    with stage_run("train", {"a": 1}, "leod-test"):
+        assert client.get_run(killed_id).info.status == "KILLED"
+        assert client.get_run(live.info.run_id).info.status == "RUNNING"
 
 
 def test_failing_body_marks_run_failed(repo: Path) -> None:

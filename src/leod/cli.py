@@ -15,18 +15,36 @@ its results. Errors are one ``error:`` line and exit status 2, as for the stages
 from __future__ import annotations
 
 import argparse
-import sys
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from leod.config import load_params
-from leod.errors import LeodError
-from leod.stage import EXIT_BAD_INPUT
+from leod.errors import ConfigError, LeodError
+from leod.stage import report_error
 
 DEFAULT_NAME = "leod-detector"
 DEFAULT_ALIAS = "champion"
+# what a models:/NAME@ALIAS URI can carry: no '/', '@' or spaces; MLflow reserves the
+# aliases 'latest' and 'v<number>'
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
+_ALIAS = re.compile(r"[A-Za-z0-9_-]{1,255}")
+_RESERVED_ALIAS = re.compile(r"latest|v\d+", re.IGNORECASE)
+
+
+def check_registry_names(name: str, alias: str) -> None:
+    """Reject a model name or alias that a ``models:/NAME@ALIAS`` URI cannot carry."""
+    if not _MODEL_NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name {name!r}: a registered model name is letters, digits, '.', '_' and '-' "
+            "(no '/', '@' or spaces), starting with a letter or digit"
+        )
+    if not _ALIAS.fullmatch(alias) or _RESERVED_ALIAS.fullmatch(alias):
+        raise ConfigError(
+            f"--alias {alias!r}: an alias is letters, digits, '_' and '-', and not 'latest' or 'v<number>'"
+        )
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -48,6 +66,7 @@ def _check_frames(root: Path, count: int) -> np.ndarray:
 
 
 def cmd_register(args: argparse.Namespace) -> None:
+    check_registry_names(args.name, args.alias)
     from leod.registry import load_registered, register_model
     from leod.serving import detect_frames
     from leod.training.model_files import load_model
@@ -65,10 +84,24 @@ def cmd_register(args: argparse.Namespace) -> None:
     print(f"{done.uri} loads back; same predictions on {len(frames)} test frames ({len(got)} boxes)")
 
 
+HELP = """\
+Commands that read what the pipeline (dvc repro) produced; they run nothing expensive.
+
+  compare    the round table (test AP, pseudo-label precision/recall, gap closed)
+  register   publish a model to the MLflow registry under an alias and check it loads back
+
+Examples:
+  python -m leod compare                       # the workspace's metrics/
+  python -m leod compare HEAD~1 workspace      # a commit beside the workspace
+  python -m leod compare my-exp                # a DVC experiment (dvc exp show lists them)
+  python -m leod register --alias champion     # the last round's model
+
+Errors are one 'error:' line and exit status 2, as for the stages.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="leod", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    p = argparse.ArgumentParser(prog="leod", description=HELP, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compare", help="round table of the workspace, commits or DVC experiments")
@@ -98,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except LeodError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (LeodError, OSError) as exc:
+        return report_error(exc)
     return 0

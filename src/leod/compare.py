@@ -118,5 +118,7 @@ def source_rows(repo: Path, source: Source, metrics: str = "metrics") -> list[Ru
 
 def compare(repo: Path, names: Sequence[str], metrics: str = "metrics") -> str:
     """The markdown table of every named source (default: the workspace)."""
+    if not repo.is_dir():
+        raise MissingInputError(f"{repo}: no such repository folder")
     sources = [resolve(repo, n) for n in (names or [WORKSPACE])]
     return compact_table({s.label: source_rows(repo, s, metrics) for s in sources})

@@ -78,8 +78,17 @@ class RepresentationConfig:
 
     nbins: int = field(default=10, metadata=rng(ge=1, le=127))
     count_cutoff: int = field(default=10, metadata=rng(ge=1, le=255))
-    window_ms: float = field(default=50.0, metadata=rng(gt=0))
-    step_ms: float = field(default=50.0, metadata=rng(gt=0))
+    #: whole microseconds, at least 1 ms (a shorter step means millions of empty frames)
+    window_ms: float = field(default=50.0, metadata=rng(ge=1, le=60_000))
+    step_ms: float = field(default=50.0, metadata=rng(ge=1, le=60_000))
+
+    def check(self, key: str) -> None:
+        for name in ("window_ms", "step_ms"):
+            value = getattr(self, name)
+            if abs(value * 1000 - round(value * 1000)) > 1e-6:
+                raise ConfigError(
+                    f"params key '{key}.{name}' = {value} must be a whole number of microseconds"
+                )
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class TrackingConfig:
     experiment: str = "leod"
 
 
+SEED_MAX = 2**32 - 1
+
 #: model keys that follow from the data and must not be set by hand
 DERIVED_MODEL_KEYS = {
     "num_classes": "the dataset preset's classes",
@@ -120,7 +131,8 @@ DERIVED_MODEL_KEYS = {
 class Params:
     """The whole of params.yaml."""
 
-    seed: int
+    #: numpy/torch seeds are 32-bit
+    seed: int = field(metadata=rng(ge=0, le=SEED_MAX))
     dataset: str
     datasets: dict[str, DatasetPreset]
     synthetic: SyntheticConfig
@@ -190,8 +202,15 @@ class Params:
             raise ConfigError(f"params key 'rounds.{missing[0]}' is not reachable from r0 through 'prev'")
         return order
 
+    def check_round(self, name: str) -> None:
+        """A round name given on the command line must be one of ``rounds``."""
+        if name not in self.rounds:
+            known = ", ".join(self.rounds) or "none"
+            raise ConfigError(f"round '{name}' is not in params key 'rounds' (known: {known})")
+
     def for_round(self, name: str) -> Params:
         """These params with round ``name``'s overrides applied (steps, lr, thresholds)."""
+        self.check_round(name)
         rnd = self.rounds[name]
         train = dataclasses.replace(
             self.train,
@@ -222,15 +241,49 @@ class Params:
         )
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load that rejects a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}:{line}: params key '{key}' is given twice (first at line {seen[key]})"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
+    """One line naming the file and the position of a YAML syntax error."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return ConfigError(f"{where}: not valid YAML ({' '.join(str(problem).split())})")
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     """Read and validate params.yaml; raises :class:`ConfigError` naming the bad key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    loader = _StrictLoader(text)
+    loader.name = str(path)
+    try:
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise _yaml_error(path, exc) from exc
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of params keys, got {type(data).__name__}")
     return params_from_dict(data)
 
 

@@ -25,3 +25,9 @@ def progress_bar(total: int, desc: str, unit: str, enabled: bool = True, initial
         mininterval=0.1 if tty else LOG_INTERVAL_S,
         dynamic_ncols=tty,
     )
+
+
+def close_all() -> None:
+    """Close every open bar, so that a message printed next is not redrawn over or followed."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

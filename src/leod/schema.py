@@ -2,6 +2,10 @@
 
 :func:`from_dict` checks types from the annotations, ranges from ``field(metadata=rng(...))``
 (``ge``, ``gt``, ``le``, ``lt``) and rejects unknown keys, always naming the dotted key.
+Every field is required in params.yaml, defaults or not (deleting a key must not silently
+change the experiment), except fields marked ``optional(...)``: overrides whose absence
+means "no override" and constants that params.yaml does not list. Defaults exist so code
+and tests can build a config directly; a test keeps them equal to params.yaml.
 Cross-field rules live in each dataclass's ``check(key)`` method. Domain modules declare
 their own section dataclasses with these helpers; :mod:`leod.config` assembles them.
 """
@@ -21,6 +25,11 @@ T = TypeVar("T")
 def rng(**bounds: float) -> dict[str, float]:
     """Field metadata for a numeric range, e.g. ``field(metadata=rng(gt=0, le=1))``."""
     return bounds
+
+
+def optional(**bounds: float) -> dict[str, Any]:
+    """Field metadata of a key that params.yaml may omit (the field's default then applies)."""
+    return {**bounds, "optional": True}
 
 
 def check_unit_interval(values: list[float], key: str) -> None:
@@ -114,7 +123,7 @@ def from_dict(cls: type[T], data: Any, key: str = "") -> T:
     for name, f in fields.items():
         if name in data:
             kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}", f.metadata)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        elif not f.metadata.get("optional"):
             raise ConfigError(f"missing params key '{prefix}{name}'")
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)

@@ -12,82 +12,84 @@ Where runs go
     For a sqlite store, artefacts go to the absolute folder ``mlruns`` beside the database,
     fixed when the experiment is created, so they never point into a deleted temp folder.
     Other stores (e.g. an ``http://`` server) keep their own artefact location.
+    An ``http(s)://`` server is probed first (a closed port or an unknown host fails within
+    seconds, not after MLflow's minutes of retries) and MLflow's HTTP retries and timeout
+    are bounded unless ``MLFLOW_HTTP_REQUEST_*`` are set.
+    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` so that
+    MLflow 3's UI opens it on the runs table rather than its GenAI traces view.
 
 Run tags
     ``mlflow.source.git.commit`` (HEAD of the code being run, ``unknown`` outside git),
-    ``git.dirty`` (``true``/``false``/``unknown``), ``dvc.exp_name``,
+    ``git.dirty`` (``true``/``false``/``unknown``: whether src/, stages/ or params.yaml
+    differ from that commit; dvc.lock and outputs change during any run and do not count),
+    ``dvc.exp_name``,
     ``dvc.exp_baseline_rev``, ``dvc.stage`` (from ``DVC_EXP_NAME``, ``DVC_EXP_BASELINE_REV``,
-    ``DVC_STAGE`` when set), ``stage``, ``round`` (when given), plus any extra tags.
+    ``DVC_STAGE`` when set), ``stage``, ``round`` (when given), ``leod.host`` and
+    ``leod.pid`` (the process running the stage), plus any extra tags.
+
+Killed runs
+    A stage killed by SIGKILL cannot close its run, which stays RUNNING. When a stage
+    starts, every RUNNING run of the experiment whose ``leod.host`` is this machine and
+    whose process no longer exists is marked KILLED.
 
 Disabling
     ``LEOD_TRACKING=0`` (or ``false``/``no``/``off``) makes :func:`stage_run` yield a
     :class:`NullTracker` with the same methods and touch no store: unit tests of other
     modules and quick local runs need no MLflow database.
 
-mlflow is imported lazily (it takes seconds), so ``import leod.tracking`` stays cheap.
+The store itself (location, checks, creation) is :mod:`leod.mlflow_store`. mlflow is
+imported lazily (it takes seconds), so ``import leod.tracking`` stays cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import json
 import logging
 import math
 import os
 import shlex
+import socket
 import subprocess
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol
 
-from leod.errors import LeodError, MissingInputError
+from leod.errors import MissingInputError
+from leod.mlflow_store import ensure_store, find_root, open_store, retry_locked, tracking_uri
 from leod.schema import flatten
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+__all__ = [
+    "NullTracker",
+    "RunLogger",
+    "Tracker",
+    "close_stale_runs",
+    "ensure_store",
+    "find_root",
+    "git_tags",
+    "print_ui_hint",
+    "stage_run",
+    "tracking_enabled",
+    "tracking_uri",
+]
+
 _log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# Waits between attempts when sqlite reports "database is locked" (another process writes).
-_LOCKED_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
-# MLflow 3.x stores at most this many characters per param value (mlflow.utils.validation).
 _MAX_PARAM_CHARS = 6000
 _TRUNCATION_MARK = "...[truncated]"
 _DISABLED_VALUES = {"0", "false", "no", "off"}
-_HINT = "set MLFLOW_TRACKING_URI to a writable sqlite:////abs/path/mlflow.db or an http:// server"
+HOST_TAG, PID_TAG = "leod.host", "leod.pid"
+# What decides whether the code of a run is what its commit says (git pathspecs from the top).
+_CODE_PATHS = (":(top)src", ":(top)stages", ":(top)params.yaml")
 
 
 def tracking_enabled() -> bool:
     """False when ``LEOD_TRACKING`` is set to 0/false/no/off (tracking becomes a no-op)."""
     return os.environ.get("LEOD_TRACKING", "1").strip().lower() not in _DISABLED_VALUES
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The repository root that holds the MLflow store (see the module docstring)."""
-    dvc_root = os.environ.get("DVC_ROOT")
-    if dvc_root:
-        return Path(dvc_root).resolve()
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "dvc.yaml").exists() or (folder / ".git").exists():
-            return folder
-    return here
-
-
-def tracking_uri(root: Path | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the absolute sqlite URI ``<root>/mlflow.db``."""
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if env_uri:
-        return env_uri
-    db = (Path(root).resolve() if root is not None else find_root()) / "mlflow.db"
-    return f"sqlite:///{db.as_posix()}"
 
 
 def print_ui_hint(uri: str) -> str:
@@ -97,161 +99,6 @@ def print_ui_hint(uri: str) -> str:
     whatever folder it is started in.
     """
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other stores and in-memory DBs)."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return None
-    path = uri[len(prefix) :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path).absolute()
-
-
-def _artifact_location(uri: str) -> str | None:
-    db = _sqlite_path(uri)
-    return None if db is None else (db.parent / "mlruns").as_posix()
-
-
-def _unwritable(uri: str, why: str) -> LeodError:
-    return LeodError(f"MLflow store {uri} cannot be written: {why}; {_HINT}")
-
-
-def _check_writable(uri: str) -> None:
-    """Fail before any work starts if a sqlite store or its artefact folder cannot be written.
-
-    sqlite also needs to create journal files beside the database, so the folder itself
-    must be writable, not only the file.
-    """
-    db = _sqlite_path(uri)
-    if db is None:
-        return
-    folder = db.parent
-    if not folder.is_dir():
-        raise _unwritable(uri, f"folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise _unwritable(uri, f"folder {folder} is not writable")
-    if db.exists() and not os.access(db, os.R_OK | os.W_OK):
-        raise _unwritable(uri, f"file {db} is not writable")
-    artifacts = folder / "mlruns"
-    try:
-        artifacts.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise _unwritable(uri, f"artefact folder {artifacts} cannot be created ({exc})") from exc
-    if not os.access(artifacts, os.W_OK | os.X_OK):
-        raise _unwritable(uri, f"artefact folder {artifacts} is not writable")
-
-
-def _retry_locked(op: Callable[[], T]) -> T:
-    """Run ``op``, retrying with backoff while sqlite reports "database is locked"."""
-    for delay in _LOCKED_BACKOFF_S:
-        try:
-            return op()
-        except Exception as exc:
-            if "database is locked" not in str(exc):
-                raise
-            _log.debug("MLflow store is locked; retrying in %.1f s", delay)
-            time.sleep(delay)
-    return op()
-
-
-@contextlib.contextmanager
-def _creation_lock(uri: str) -> Iterator[None]:
-    """Serialise store and experiment creation between processes on this machine.
-
-    Two processes opening a fresh sqlite store at once (two queued DVC experiments) race
-    through MLflow's schema migrations and can fail with "table already exists" or
-    "duplicate column", leaving a half-migrated database. Like MLflow's own server, lock
-    on a file in the temp folder keyed by the database path (no clutter in the repository).
-    """
-    db = _sqlite_path(uri)
-    if db is None:
-        yield
-        return
-    key = hashlib.sha1(str(db).encode(), usedforsecurity=False).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"leod-mlflow-{key}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _quiet_mlflow() -> Iterator[None]:
-    """Hide MLflow's INFO chatter (schema creation) and library warnings for one block."""
-    import mlflow  # noqa: F401  (importing configures mlflow's loggers; adjust them afterwards)
-
-    loggers = [logging.getLogger(name) for name in ("mlflow", "alembic")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
-            warnings.filterwarnings("ignore", module=r"alembic(\.|$)")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-
-
-def _get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    existing = client.get_experiment_by_name(name)
-    if existing is None:
-        try:
-            return client.create_experiment(name, artifact_location=_artifact_location(uri))
-        except MlflowException as exc:
-            # Another process (one not sharing our lock, e.g. on another host) won the race.
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            existing = client.get_experiment_by_name(name)
-            if existing is None:
-                raise
-    if existing.lifecycle_stage != "active":
-        raise LeodError(
-            f"MLflow experiment '{name}' in {uri} is deleted; restore it with "
-            f"`mlflow experiments restore --experiment-id {existing.experiment_id}` "
-            "or choose another experiment name"
-        )
-    return existing.experiment_id
-
-
-def _open_store(experiment_name: str, root: Path | None) -> tuple[MlflowClient, str, str]:
-    if not experiment_name:
-        raise LeodError("MLflow experiment name must not be empty")
-    uri = tracking_uri(root)
-    _check_writable(uri)
-    with _quiet_mlflow():
-        from mlflow.tracking import MlflowClient
-
-        def attempt() -> tuple[MlflowClient, str]:
-            client = MlflowClient(tracking_uri=uri)
-            return client, _get_or_create_experiment(client, uri, experiment_name)
-
-        try:
-            with _creation_lock(uri):
-                client, experiment_id = _retry_locked(attempt)
-        except LeodError:
-            raise
-        except Exception as exc:
-            raise _unwritable(uri, f"{type(exc).__name__}: {exc}") from exc
-    return client, uri, experiment_id
-
-
-def ensure_store(experiment_name: str, root: Path | None = None) -> tuple[str, str]:
-    """Create the store and experiment if needed; return ``(tracking_uri, experiment_id)``.
-
-    Idempotent and safe when several processes call it at once. Raises
-    :class:`~leod.errors.LeodError` when the store cannot be written, so a stage fails
-    before training rather than after it.
-    """
-    _, uri, experiment_id = _open_store(experiment_name, root)
-    return uri, experiment_id
 
 
 def _param_value(value: Any) -> str:
@@ -283,7 +130,7 @@ def git_tags() -> dict[str, str]:
     its own checkout whose HEAD is the baseline with the experiment's changes uncommitted
     (so ``git.dirty`` is ``true``), while the main repository's HEAD may have moved on.
     """
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--", *_CODE_PATHS)
     return {
         "mlflow.source.git.commit": _git("rev-parse", "HEAD") or "unknown",
         "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
@@ -300,6 +147,8 @@ def _run_tags(stage: str, round_name: str | None, extra_tags: Mapping[str, Any] 
         if os.environ.get(env):
             tags[key] = os.environ[env]
     tags["stage"] = stage
+    tags[HOST_TAG] = socket.gethostname()
+    tags[PID_TAG] = str(os.getpid())
     if round_name is not None:
         tags["round"] = round_name
     tags.update({k: str(v) for k, v in (extra_tags or {}).items()})
@@ -334,7 +183,7 @@ class Tracker:
 
         flat = [Param(key, _param_value(value)) for key, value in flatten(dict(params)).items()]
         if flat:
-            _retry_locked(lambda: self._client.log_batch(self.run_id, params=flat))
+            retry_locked(lambda: self._client.log_batch(self.run_id, params=flat))
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log scalar metrics at ``step``; NaN/inf values are skipped with a warning.
@@ -352,7 +201,7 @@ class Tracker:
                 continue
             batch.append(Metric(key, number, now_ms, 0 if step is None else int(step)))
         if batch:
-            _retry_locked(lambda: self._client.log_batch(self.run_id, metrics=batch))
+            retry_locked(lambda: self._client.log_batch(self.run_id, metrics=batch))
 
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         """Copy a file or folder into the run's artefacts (optionally under ``artifact_path``)."""
@@ -370,7 +219,7 @@ class Tracker:
 
         batch = [RunTag(key, str(value)) for key, value in tags.items()]
         if batch:
-            _retry_locked(lambda: self._client.log_batch(self.run_id, tags=batch))
+            retry_locked(lambda: self._client.log_batch(self.run_id, tags=batch))
 
 
 class NullTracker:
@@ -397,9 +246,31 @@ class NullTracker:
 def _end_run(client: MlflowClient, run_id: str, status: str) -> None:
     """Close the run; a failure here is only logged so it never hides the stage's own error."""
     try:
-        _retry_locked(lambda: client.set_terminated(run_id, status))
+        retry_locked(lambda: client.set_terminated(run_id, status))
     except Exception as exc:
         _log.warning("could not mark MLflow run %s as %s: %s", run_id, status, exc)
+
+
+def _process_gone(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, PermissionError):  # not a pid we wrote / another user's live process
+        return False
+    return False
+
+
+def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this machine whose process is gone; returns their ids."""
+    host = socket.gethostname().replace("'", "")
+    query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    runs = retry_locked(lambda: client.search_runs([experiment_id], filter_string=query, max_results=1000))
+    stale = [r.info.run_id for r in runs if _process_gone(r.data.tags.get(PID_TAG, ""))]
+    for run_id in stale:
+        _log.warning("MLflow run %s was left RUNNING by a killed process; marking it KILLED", run_id)
+        _end_run(client, run_id, "KILLED")
+    return stale
 
 
 @contextlib.contextmanager
@@ -423,10 +294,11 @@ def stage_run(
     if not tracking_enabled():
         yield NullTracker()
         return
-    client, uri, experiment_id = _open_store(experiment_name, root)
+    client, uri, experiment_id = open_store(experiment_name, root)
+    close_stale_runs(client, experiment_id)
     run_name = os.environ.get("DVC_STAGE") or stage
     tags = _run_tags(stage, round_name, extra_tags)
-    run = _retry_locked(lambda: client.create_run(experiment_id, tags=tags, run_name=run_name))
+    run = retry_locked(lambda: client.create_run(experiment_id, tags=tags, run_name=run_name))
     tracker = Tracker(client, run.info.run_id, uri, experiment_id)
     status = "FAILED"
     try:

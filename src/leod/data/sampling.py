@@ -42,7 +42,7 @@ class DataConfig:
 
     batch_size: int = field(default=8, metadata=rng(ge=1))
     #: frames per sample (RVT: gen1 21, gen4 5; LEOD gen4 subsets 10)
-    sequence_length: int = field(default=21, metadata=rng(ge=1))
+    sequence_length: int = field(default=5, metadata=rng(ge=1))
     w_stream: float = field(default=1.0, metadata=rng(ge=0))
     w_random: float = field(default=1.0, metadata=rng(ge=0))
     #: RVT random access: hflip 0.5, zoom p 0.8 split 8:2 between in (1-1.5) and out (1-1.2)

@@ -5,25 +5,7 @@ Layout: :mod:`config` (params section ``model`` and size presets), :mod:`maxvit`
 :mod:`pafpn`, :mod:`head` (decoded predictions), :mod:`targets` (training target format),
 :mod:`simota` (assignment), :mod:`losses`, :mod:`nms`, :mod:`postprocess` and
 :mod:`detector`, which wires them into :class:`RecurrentDetector`.
+
+Import from the submodules: this file imports nothing, so that reading the ``model``
+params section (``leod.model.config``) does not load torch and the whole detector.
 """
-
-from leod.model.config import PRESETS, ModelConfig
-from leod.model.convlstm import LstmStates, detach_states, reset_states
-from leod.model.detector import RecurrentDetector
-from leod.model.head import RawPredictions
-from leod.model.losses import LossTerms
-from leod.model.postprocess import Detections
-from leod.model.targets import BoxTargets
-
-__all__ = [
-    "PRESETS",
-    "BoxTargets",
-    "Detections",
-    "LossTerms",
-    "LstmStates",
-    "ModelConfig",
-    "RawPredictions",
-    "RecurrentDetector",
-    "detach_states",
-    "reset_states",
-]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from leod.errors import ConfigError
-from leod.schema import rng
+from leod.schema import optional, rng
 
 #: Strides of the four backbone stages (patch-4 stem, then three 2x downsamplings).
 STAGE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -43,33 +43,38 @@ PresetName = Literal["nano", "tiny", "small", "base"]
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The recurrent detector (RVT backbone + YOLOX PAFPN/head) and its loss/postprocess."""
+    """The recurrent detector (RVT backbone + YOLOX PAFPN/head) and its loss/postprocess.
+
+    params.yaml sets the preset and the knobs below it that a recipe changes; the
+    ``optional`` fields are derived from the data (num_classes, in_channels) or RVT's fixed
+    architecture and loss constants, which params.yaml may override but need not list.
+    """
 
     preset: PresetName = "nano"
-    num_classes: int = field(default=2, metadata=rng(ge=1, le=1023))
+    num_classes: int = field(default=2, metadata=optional(ge=1, le=1023))
     #: input channels of the event representation: 2 polarities x nbins
-    in_channels: int = field(default=20, metadata=rng(ge=1))
+    in_channels: int = field(default=20, metadata=optional(ge=1))
     #: RVT ``partition_split_32``: inputs are padded to a multiple of 32 * split and the
     #: attention window/grid is (padded size) / (32 * split) -- 1 for Gen1, 2 for 1Mpx
     partition_split: Literal[1, 2, 4] = 1
     #: overrides of the preset (None keeps the preset's value)
-    embed_dim: int | None = field(default=None, metadata=rng(ge=1))
-    dim_head: int | None = field(default=None, metadata=rng(ge=1))
-    fpn_depth: float | None = field(default=None, metadata=rng(gt=0, le=4))
+    embed_dim: int | None = field(default=None, metadata=optional(ge=1))
+    dim_head: int | None = field(default=None, metadata=optional(ge=1))
+    fpn_depth: float | None = field(default=None, metadata=optional(gt=0, le=4))
     #: MaxViT (window + grid) pairs per stage
-    num_blocks: tuple[int, ...] = field(default=(1, 1, 1, 1), metadata=rng(ge=1))
-    mlp_ratio: int = field(default=4, metadata=rng(ge=1))
-    layer_scale_init: float = field(default=1e-5, metadata=rng(ge=0))
+    num_blocks: tuple[int, ...] = field(default=(1, 1, 1, 1), metadata=optional(ge=1))
+    mlp_ratio: int = field(default=4, metadata=optional(ge=1))
+    layer_scale_init: float = field(default=1e-5, metadata=optional(ge=0))
     #: depthwise 3x3 conv on the LSTM hidden state (RVT default off: a 1x1-conv LSTM)
-    dws_conv: bool = False
+    dws_conv: bool = field(default=False, metadata=optional())
     #: postprocess defaults (RVT: 0.1 during training, 0.001 for reported AP; LEOD
     #: pseudo labels 0.01); callers may pass their own per call
     confidence_threshold: float = field(default=0.1, metadata=rng(ge=0, le=1))
     nms_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
     #: YOLOX loss weights (IoU, objectness, class)
-    reg_weight: float = field(default=5.0, metadata=rng(ge=0))
-    obj_weight: float = field(default=1.0, metadata=rng(ge=0))
-    cls_weight: float = field(default=1.0, metadata=rng(ge=0))
+    reg_weight: float = field(default=5.0, metadata=optional(ge=0))
+    obj_weight: float = field(default=1.0, metadata=optional(ge=0))
+    cls_weight: float = field(default=1.0, metadata=optional(ge=0))
 
     def check(self, key: str) -> None:
         """Cross-field rules: 4 stages, and every stage width splits into whole heads."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from leod.schema import check_unit_interval, rng
+from leod.schema import check_unit_interval, optional, rng
+
+TrackMethod = Literal["forward", "forward_or_backward"]
 
 
 @dataclass(frozen=True)
@@ -14,19 +16,6 @@ class TTAConfig:
 
     hflip: bool = True
     tflip: bool = True
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """LEOD's linear tracker settings as the tracker takes them (built from ``pseudo.*``)."""
-
-    iou: float = 0.45
-    min_track_len: int = 6
-    init_conf: float = 0.9
-    conf_decay: float = 0.9
-    min_conf: float = 0.55
-    method: Literal["forward", "forward_or_backward"] = "forward_or_backward"
-    inpaint: bool = True
 
 
 @dataclass(frozen=True)
@@ -45,7 +34,8 @@ class PseudoConfig:
     max_width_frac: float = field(default=0.9, metadata=rng(gt=0, le=1))
     tta: TTAConfig = field(default_factory=TTAConfig)
     #: a time-reversed prediction made at representation k belongs to frame k + tflip_offset
-    tflip_offset: int = -1
+    #: (LEOD: -1); more than a frame or two away it would label another moment
+    tflip_offset: int = field(default=-1, metadata=rng(ge=-2, le=2))
     #: the first frames of a sequence get no pseudo labels (the memory is still empty)
     skip_first_frames: int = field(default=1, metadata=rng(ge=0))
     batch_size: int = field(default=8, metadata=rng(ge=1))
@@ -53,14 +43,14 @@ class PseudoConfig:
     #: class-aware greedy IoU matching threshold
     track_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
     #: a track needs at least this many frames from birth to last match to be kept
-    min_track_len: int = field(default=6, metadata=rng(ge=1))
+    min_track_len: int = field(default=10, metadata=rng(ge=1))
     #: confidence of a new track, multiplied by ``track_conf_decay`` per missed frame; the
     #: track is deleted once it falls under ``track_min_conf`` (0.9 * 0.9^k < 0.55: ~5 misses)
     track_init_conf: float = field(default=0.9, metadata=rng(gt=0, le=1))
     track_conf_decay: float = field(default=0.9, metadata=rng(gt=0, le=1))
     track_min_conf: float = field(default=0.55, metadata=rng(ge=0, le=1))
     #: "forward_or_backward": a box is dropped only if its track is short in both directions
-    track_method: Literal["forward", "forward_or_backward"] = "forward_or_backward"
+    track_method: TrackMethod = "forward_or_backward"
     #: add ignore boxes at frames a long track missed
     inpaint: bool = True
 
@@ -70,16 +60,44 @@ class PseudoConfig:
 
     @property
     def tracker(self) -> TrackerConfig:
-        """The tracker's settings (flat in params.yaml so ``-S pseudo.min_track_len=8`` works)."""
-        return TrackerConfig(
-            iou=self.track_iou,
-            min_track_len=self.min_track_len,
-            init_conf=self.track_init_conf,
-            conf_decay=self.track_conf_decay,
-            min_conf=self.track_min_conf,
-            method=self.track_method,
-            inpaint=self.inpaint,
-        )
+        """The tracker's view of these settings (flat in params.yaml: ``-S pseudo.min_track_len=8``)."""
+        return TrackerConfig(self)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """LEOD's linear tracker settings under the tracker's names: a view of ``pseudo.track_*``
+    with no values of its own, so the tracker's settings live in one place only."""
+
+    pseudo: PseudoConfig
+
+    @property
+    def iou(self) -> float:
+        return self.pseudo.track_iou
+
+    @property
+    def min_track_len(self) -> int:
+        return self.pseudo.min_track_len
+
+    @property
+    def init_conf(self) -> float:
+        return self.pseudo.track_init_conf
+
+    @property
+    def conf_decay(self) -> float:
+        return self.pseudo.track_conf_decay
+
+    @property
+    def min_conf(self) -> float:
+        return self.pseudo.track_min_conf
+
+    @property
+    def method(self) -> TrackMethod:
+        return self.pseudo.track_method
+
+    @property
+    def inpaint(self) -> bool:
+        return self.pseudo.inpaint
 
 
 @dataclass(frozen=True)
@@ -90,7 +108,7 @@ class SelfTrainConfig:
     #: ignore box (LEOD Gen1: car 0.7, pedestrian 0.35)
     soft_thresh: list[float]
     #: start each round from scratch (LEOD) or from the previous round's weights
-    init: Literal["scratch", "previous"] = "scratch"
+    init: Literal["scratch", "previous"] = "previous"
     #: quality gate: a round whose pseudo precision@0.5 is under this does not train and
     #: carries the previous model forward (0 disables the gate)
     min_precision: float = field(default=0.0, metadata=rng(ge=0, le=1))
@@ -104,11 +122,11 @@ class RoundConfig:
     """One self-training round: the model it learns from, and optional per-round overrides."""
 
     prev: str
-    steps: int | None = field(default=None, metadata=rng(ge=1))
-    lr: float | None = field(default=None, metadata=rng(gt=0))
-    obj_thresh: list[float] | None = None
-    cls_thresh: list[float] | None = None
-    soft_thresh: list[float] | None = None
+    steps: int | None = field(default=None, metadata=optional(ge=1))
+    lr: float | None = field(default=None, metadata=optional(gt=0))
+    obj_thresh: list[float] | None = field(default=None, metadata=optional())
+    cls_thresh: list[float] | None = field(default=None, metadata=optional())
+    soft_thresh: list[float] | None = field(default=None, metadata=optional())
 
     def check(self, key: str) -> None:
         for name in ("obj_thresh", "cls_thresh", "soft_thresh"):

@@ -95,7 +95,7 @@ def _default_objects() -> dict[str, ObjectClassConfig]:
 class SyntheticConfig:
     """Every knob of the ESIM-style generator (scene, sensor, noise, labels, splits)."""
 
-    seed: int = field(default=0, metadata=rng(ge=0))
+    seed: int = field(default=0, metadata=rng(ge=0, le=2**32 - 1))
     sequences: SplitCounts = field(default_factory=SplitCounts)
     duration_s: float = field(default=6.0, metadata=rng(gt=0, le=4000))
     #: render/simulation step; the fastest object must move at most 1 px per step

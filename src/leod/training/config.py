@@ -13,7 +13,7 @@ class TrainConfig:
     """RVT's recipe (AdamW, linear one-cycle schedule, gradient clipping), sized by params."""
 
     steps: int = field(default=600, metadata=rng(ge=1))
-    lr: float = field(default=1e-3, metadata=rng(gt=0))
+    lr: float = field(default=0.002, metadata=rng(gt=0))
     weight_decay: float = field(default=0.0, metadata=rng(ge=0))
     grad_clip: float = field(default=1.0, metadata=rng(gt=0))
     #: one-cycle schedule: warm-up fraction, start lr = lr / div_factor, end lr = start / final_div_factor
