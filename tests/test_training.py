@@ -1,8 +1,10 @@
-"""The training loop end to end on a tiny synthetic dataset: it learns, it resumes exactly."""
+"""The training loop end to end on a tiny synthetic dataset: it learns, it resumes exactly,
+it survives a non-finite step, and a killed stage resumes only a run of the same inputs."""
 
 from __future__ import annotations
 
 import copy
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from leod.data.layout import load_manifest
 from leod.preprocess.dataset import convert_dataset
 from leod.subsample import make_split
 from leod.synthetic.generate import generate_dataset
-from leod.training.loop import train
-from leod.training.model_files import build_model
+from leod.training import loop
+from leod.training.loop import clear_scratch, train
+from leod.training.model_files import build_model, save_model
 from tiny import tiny_dict
 
 
@@ -70,24 +73,27 @@ pytestmark = pytest.mark.slow
 def test_resumed_run_ends_with_identical_weights(tiny_data):
     root, info = tiny_data
     params = tiny_params(info["params"])
-    full = train(params, root / "pre", info["kept"], root / "m_full", root / "ck_full", progress=False)
-    assert full.steps == 6 and not (root / "ck_full" / "last.pt").exists()
+    full = train(params, root / "pre", info["kept"], root / "ck_full", progress=False)
+    # the scratch checkpoint (holding the best weights) stays until the caller has published them
+    assert full.steps == 6 and (root / "ck_full" / "last.pt").is_file()
+    clear_scratch(root / "ck_full")
+    assert not (root / "ck_full" / "last.pt").exists()
 
     with pytest.raises(Killed):
         train(
             params,
             root / "pre",
             info["kept"],
-            root / "m_res",
             root / "ck_res",
             progress=False,
             log_row=kill_at(4),
         )
     assert (root / "ck_res" / "last.pt").is_file()  # checkpoint of step 3 survived the kill
-    resumed = train(params, root / "pre", info["kept"], root / "m_res", root / "ck_res", progress=False)
+    resumed = train(params, root / "pre", info["kept"], root / "ck_res", progress=False)
     assert resumed.steps == 6
     for key, value in full.final_weights.items():
         assert torch.equal(value, resumed.final_weights[key]), key
+        assert torch.equal(full.best_weights[key], resumed.best_weights[key]), key
     assert [r["step"] for r in resumed.history] == [r["step"] for r in full.history]
 
 
@@ -99,21 +105,32 @@ def test_stale_checkpoint_from_other_params_is_ignored(tiny_data):
             params,
             root / "pre",
             info["kept"],
-            root / "m_a",
             root / "ck_a",
             progress=False,
             log_row=kill_at(2),
         )
     other = tiny_params(info["params"], steps=3, checkpoint_every=1, eval_every=3, lr=0.0005)
-    result = train(other, root / "pre", info["kept"], root / "m_a", root / "ck_a", progress=False)
+    result = train(other, root / "pre", info["kept"], root / "ck_a", progress=False)
     assert [r["step"] for r in result.history] == [1, 2, 3]  # started over, not resumed
+
+
+def test_corrupt_checkpoint_is_ignored_with_a_warning(tiny_data, caplog):
+    root, info = tiny_data
+    params = tiny_params(info["params"], steps=3, checkpoint_every=1, eval_every=3)
+    (root / "ck_bad").mkdir()
+    (root / "ck_bad" / "last.pt").write_bytes(b"PK\x03\x04 truncated by a full disk")
+    with caplog.at_level(logging.WARNING, logger="leod.train"):
+        result = train(params, root / "pre", info["kept"], root / "ck_bad", progress=False)
+    assert [r["step"] for r in result.history] == [1, 2, 3]  # started over
+    assert any("ignoring" in r.message and "corrupt checkpoint" in r.message for r in caplog.records)
 
 
 def test_saved_model_rebuilds_and_rejects_other_presets(tiny_data):
     root, info = tiny_data
     params = tiny_params(info["params"])
-    if not (root / "m_full" / "model.pt").exists():
-        train(params, root / "pre", info["kept"], root / "m_full", root / "ck_full", progress=False)
+    from leod.model.detector import RecurrentDetector
+
+    save_model(root / "m_full", RecurrentDetector(params.model_config).state_dict(), params, {"step": 0})
     model = build_model(root / "m_full", params)
     assert sum(p.numel() for p in model.parameters()) > 0
     d = copy.deepcopy(info["params"])
@@ -128,7 +145,6 @@ def test_saved_model_rebuilds_and_rejects_other_presets(tiny_data):
 def test_non_finite_loss_stops_with_a_clear_error(tiny_data):
     from leod.errors import LeodError
     from leod.model.detector import RecurrentDetector
-    from leod.training.model_files import save_model
 
     root, info = tiny_data
     params = tiny_params(info["params"], steps=6, checkpoint_every=1)
@@ -136,15 +152,69 @@ def test_non_finite_loss_stops_with_a_clear_error(tiny_data):
     with torch.no_grad():
         for p in poisoned.head.parameters():
             p.fill_(float("nan"))
-    save_model(root / "m_nan", poisoned, params, {"step": 0})
+    save_model(root / "m_nan", poisoned.state_dict(), params, {"step": 0})
     with pytest.raises(LeodError, match="non-finite for 3 consecutive steps"):
         train(
             params,
             root / "pre",
             info["kept"],
-            root / "m_out",
             root / "ck_nan",
             progress=False,
             init_weights=root / "m_nan",
         )
-    assert not (root / "m_out" / "model.pt").exists()  # nothing half-written
+
+
+def nan_injector(monkeypatch: pytest.MonkeyPatch, keys: list) -> None:
+    """Fault injection: one batch's frames become NaN (a corrupt frame, an overflowing layer).
+
+    The poisoned batch is picked by its content (sequences and frame indices), so that a
+    resumed run, which replays the sampler in a fresh generator, poisons the same batch:
+    with ``keys`` empty, the first supervised batch from the third on is chosen and recorded.
+    """
+    real = loop.iterate_batches
+
+    def poisoned(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            key = (batch.sequences, batch.repr_index.tolist())
+            if not keys and i >= 2 and bool(batch.supervised.any()):
+                keys.append(key)
+            if keys and key == keys[0]:
+                batch.frames = torch.full_like(batch.frames, float("nan"))
+            yield batch
+
+    monkeypatch.setattr(loop, "iterate_batches", poisoned)
+
+
+def test_nan_frame_is_skipped_and_resume_around_it_is_exact(tiny_data, monkeypatch, caplog):
+    root, info = tiny_data
+    params = tiny_params(info["params"], steps=8, checkpoint_every=2, eval_every=8)
+    keys: list = []
+    nan_injector(monkeypatch, keys)
+    with caplog.at_level(logging.WARNING, logger="leod.train"):
+        full = train(params, root / "pre", info["kept"], root / "ck_nan_full", progress=False)
+    skipped = [r.message for r in caplog.records if "non-finite loss" in r.message]
+    assert keys and len(skipped) == 1, skipped  # one poisoned step; the memory did not stay NaN
+    nan_step = int(skipped[0].split("step ")[1].split(" ")[0])
+    assert full.steps == 8 and all(torch.isfinite(v).all() for v in full.final_weights.values())
+    assert nan_step + 2 <= 8
+
+    with pytest.raises(Killed):  # killed after the NaN step, before the next checkpoint is used
+        train(
+            params,
+            root / "pre",
+            info["kept"],
+            root / "ck_nan_res",
+            progress=False,
+            log_row=kill_at(nan_step + 2),
+        )
+    resumed = train(params, root / "pre", info["kept"], root / "ck_nan_res", progress=False)
+    for key, value in full.final_weights.items():
+        assert torch.equal(value, resumed.final_weights[key]), key
+
+
+def test_nan_memory_is_cleared_where_a_sequence_starts():
+    from leod.model.convlstm import reset_states
+
+    h = torch.full((2, 3, 4, 5), float("nan"))
+    states = reset_states([(h, h.clone())], torch.tensor([True, False]))
+    assert torch.equal(states[0][0][0], torch.zeros(3, 4, 5)) and states[0][1][1].isnan().all()
