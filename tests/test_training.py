@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -218,3 +220,95 @@ def test_nan_memory_is_cleared_where_a_sequence_starts():
     h = torch.full((2, 3, 4, 5), float("nan"))
     states = reset_states([(h, h.clone())], torch.tensor([True, False]))
     assert torch.equal(states[0][0][0], torch.zeros(3, 4, 5)) and states[0][1][1].isnan().all()
+
+
+def stage_inputs(root: Path, info: dict, tmp: Path) -> dict:
+    """A round's inputs for stages/train.py: params file, teacher model, two pseudo-label sets.
+
+    Set ``a`` is the ground truth as pseudo labels; set ``b`` differs only in its cars'
+    objectness (under selftrain.soft_thresh, so they become ignore boxes).
+    """
+    import yaml
+
+    from leod.data.sequence import open_sequences
+    from leod.model.detector import RecurrentDetector
+    from leod.pseudo.store import LABELS_FILE, SequenceLabels, save_pseudo_labels
+
+    d = tiny_dict(info["params"])
+    d["train"].update(steps=8, eval_every=2, checkpoint_every=2, log_every=1, pct_start=0.4, device="cpu")
+    d["train"]["eval_batch_size"] = 2
+    d["rounds"] = {"r1": {"prev": "r0"}}
+    (tmp / "params.yaml").write_text(yaml.safe_dump(d))
+    params = params_from_dict(d)
+    torch.manual_seed(0)
+    save_model(tmp / "prev", RecurrentDetector(params.model_config).state_dict(), params, {"step": 0})
+    seqs = open_sequences(root / "pre", load_manifest(root / "pre"), "train")
+    for name, car_objectness in (("a", 1.0), ("b", 0.5)):
+        labels = {}
+        for seq in seqs:
+            frames = []
+            for r in seq.label_repr:
+                boxes = seq.boxes(int(r)).copy()
+                boxes["class_confidence"] = 1.0
+                boxes["objectness"] = np.where(boxes["class_id"] == 0, car_objectness, 1.0)
+                frames.append(boxes)
+            labels[seq.name] = SequenceLabels.from_frames(seq.label_repr, frames)
+        (tmp / name).mkdir()
+        save_pseudo_labels(tmp / name / LABELS_FILE, labels)
+    return {
+        "params": tmp / "params.yaml",
+        "data": root / "pre",
+        "prev": tmp / "prev",
+        "a": tmp / "a",
+        "b": tmp / "b",
+    }
+
+
+def stage_args(inputs: dict, pseudo: str, out: Path) -> list[str]:
+    return [
+        "--params", inputs["params"], "--name", "r1", "--round", "r1", "--data", inputs["data"],
+        "--pseudo", inputs[pseudo], "--prev", inputs["prev"], "--model", out / "models" / "r1",
+        "--ckpt", out / "ck", "--metrics", out / "train_r1.json", "--curves", out / "curves", "--no-progress",
+    ]  # fmt: skip
+
+
+def test_killed_round_rerun_on_other_pseudo_labels_equals_a_clean_run(tiny_data, tmp_path):
+    """kill -9 of train@r1 on pseudo labels a; rerun on b ends as a clean run on b, and the
+    model folder of before the kill is untouched until the rerun publishes its own."""
+    import subprocess
+    import sys
+    import time
+
+    root, info = tiny_data
+    inputs = stage_inputs(root, info, tmp_path)
+    script = Path(__file__).resolve().parents[1] / "stages" / "train.py"
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    old = out / "models" / "r1"
+    shutil.copytree(inputs["prev"], old)  # the model of an earlier run of this stage
+    before = {f.name: f.read_bytes() for f in old.iterdir()}
+
+    args = [sys.executable, str(script), *map(str, stage_args(inputs, "a", out))]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (out / "ck" / "last.pt").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    proc.kill()
+    _, err = proc.communicate()
+    assert proc.returncode == -9, f"the run ended before it could be killed:\n{err[-2000:]}"
+    assert (out / "ck" / "last.pt").is_file()
+    assert {f.name: f.read_bytes() for f in old.iterdir()} == before  # previous model intact
+
+    for dest in (out, clean):
+        done = subprocess.run(
+            [sys.executable, str(script), *map(str, stage_args(inputs, "b", dest))],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        if dest == out:  # the checkpoint of run a was recognised as stale
+            assert "ignoring" in done.stderr and "last.pt" in done.stderr
+    resumed = torch.load(out / "models" / "r1" / "model.pt", weights_only=True)
+    fresh = torch.load(clean / "models" / "r1" / "model.pt", weights_only=True)
+    for key, value in fresh.items():
+        assert torch.equal(value, resumed[key]), key
+    assert (out / "train_r1.json").read_text() == (clean / "train_r1.json").read_text()
+    assert not (out / "ck" / "last.pt").exists()  # the scratch is cleared once published

@@ -216,17 +216,30 @@ def train(
     while step < tcfg.steps:
         batch = next(batches).to(device)
         states = model.reset(states, batch.is_first)
+        norm_stats = [b.clone() for b in model.buffers()]  # BatchNorm statistics, kept if non-finite
         with autocast(device, tcfg.amp):
             preds, new_states = model.forward_sequence(batch.frames, states, batch.supervised)
             terms = model.loss(preds, supervised_targets(batch).to(device)) if preds is not None else None
-        finite = terms is None or bool(torch.isfinite(terms.total))
+        # a batch without kept label frames has no loss: its memory must be finite instead
+        finite = bool(
+            torch.isfinite(terms.total)
+            if terms is not None
+            else all(torch.isfinite(t).all() for pair in new_states for t in pair)
+        )
         # streaming slots carry their memory on (random-access slots start fresh every batch);
-        # the memory of a non-finite step is dropped: every slot starts afresh
+        # a non-finite step leaves no trace: its memory is dropped (every slot starts afresh)
+        # and the BatchNorm statistics it updated are put back
         states = model.detach(new_states) if finite else None
-        if terms is None or not finite:  # no kept label frame, or a non-finite loss: no update
+        if not finite:
+            with torch.no_grad():
+                for buffer, saved in zip(model.buffers(), norm_stats, strict=True):
+                    buffer.copy_(saved)
+        if terms is None or not finite:  # no kept label frame, or a non-finite step: no update
             if not finite:
                 nonfinite += 1
-                log.warning("non-finite loss at step %d (%d in a row): batch skipped", step, nonfinite)
+                log.warning(
+                    "non-finite loss or memory at step %d (%d in a row): batch skipped", step, nonfinite
+                )
                 if nonfinite >= tcfg.max_nonfinite_steps:
                     bar.close()
                     raise LeodError(
