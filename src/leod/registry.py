@@ -140,6 +140,7 @@ def register_model(
         from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(tracker.uri)
+        mlflow.set_registry_uri(tracker.uri)  # not a registry another call in this process set
         with mlflow.start_run(run_id=tracker.run_id):
             logged = mlflow.pyfunc.log_model(
                 name="detector",
