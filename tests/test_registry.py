@@ -52,8 +52,9 @@ def _alias_version(store: str, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     try:
-        return str(MlflowClient(tracking_uri=store).get_model_version_by_alias(name, alias).version)
+        return str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         return None
 
@@ -64,7 +65,7 @@ def test_register_alias_and_load_back_gives_the_same_predictions(model_dir, stor
     first = register_model(model_dir, "leod-test", "champion", "leod-test-exp", check_seq, 6)
     second = register_model(model_dir, "leod-test", "champion", "leod-test-exp", check_seq, 6)
     assert (first.version, second.version) == ("1", "2")
-    client = MlflowClient(tracking_uri=store)
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
     version = client.get_model_version_by_alias("leod-test", "champion")
     assert str(version.version) == "2"  # the alias moved to the newest registration
     assert version.tags["source.model_dir"] == str(model_dir)

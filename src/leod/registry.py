@@ -150,7 +150,7 @@ def register_model(
                 registered_model_name=name,
             )
         version = str(logged.registered_model_version)
-        client = MlflowClient(tracking_uri=tracker.uri)
+        client = MlflowClient(tracking_uri=tracker.uri, registry_uri=tracker.uri)
         run_tags = client.get_run(tracker.run_id).data.tags
         version_tags = {
             "source.model_dir": str(model_dir),
