@@ -5,7 +5,10 @@ label); ``--pseudo`` trains a self-training round on GT + the round's pseudo lab
 LEOD's soft thresholds, after the quality gate.
 
 Resumable: a killed run continues from ``<ckpt>/last.pt`` (a git-ignored scratch folder,
-so the stage's outputs stay eligible for DVC's run-cache) when rerun with the same params.
+so the stage's outputs stay eligible for DVC's run-cache) when rerun with the same inputs.
+The best weights stay in that scratch checkpoint until the end; the model folder, its
+curves and metrics are then published together (written beside, renamed into place), so a
+killed or failed run leaves the previous model as it was.
 """
 
 from __future__ import annotations
@@ -13,21 +16,24 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from leod.atomic import atomic_path, write_json, write_text
+from leod.atomic import atomic_path, write_json
 from leod.config import Params
 from leod.data.sequence import load_split
-from leod.errors import read_json
-from leod.pseudo.gate import gate_reason
+from leod.errors import ConfigError, LeodError
+from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
 from leod.schema import to_dict
 from leod.stage import parser, run
 from leod.tracking import print_ui_hint, stage_run
-from leod.training.loop import train
+from leod.training.loop import clear_scratch, train
+from leod.training.model_files import read_model_info, write_model
 
 LOSS_COLUMNS = ["step", "lr", "loss", "iou_loss", "obj_loss", "cls_loss", "num_fg"]
 VAL_COLUMNS = ["step", "val/AP"]
@@ -41,44 +47,72 @@ def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def write_curves(curves: Path, history: list[dict]) -> None:
-    write_text(curves / "train.csv", rows_to_csv([r for r in history if "loss" in r], LOSS_COLUMNS))
-    write_text(curves / "val.csv", rows_to_csv([r for r in history if "val/AP" in r], VAL_COLUMNS))
+def check_writable(*paths: str) -> None:
+    """Fail before any training when an output cannot be written: the nearest existing
+    folder above each output must be a writable folder (not a file)."""
+    for path in paths:
+        above = Path(path).absolute().parent
+        while not above.exists():
+            above = above.parent
+        if not above.is_dir() or not os.access(above, os.W_OK):
+            raise LeodError(f"cannot write {path}: {above} is not a writable folder")
+
+
+def publish(
+    args: argparse.Namespace, fill_model: Callable[[Path], None], history: list[dict], summary: dict
+) -> None:
+    """Write the model folder (by ``fill_model``), its curves and metrics beside their targets
+    and rename them into place together, only once all of them were written.
+
+    A failure (disk full, ...) is one error line and leaves every previous output as it was.
+    """
+    curves = Path(args.curves)
+    try:
+        with (
+            atomic_path(args.model, is_dir=True) as model,
+            atomic_path(curves / "train.csv") as train_csv,
+            atomic_path(curves / "val.csv") as val_csv,
+            atomic_path(args.metrics) as metrics,
+        ):
+            fill_model(model)
+            train_csv.write_text(rows_to_csv([r for r in history if "loss" in r], LOSS_COLUMNS))
+            val_csv.write_text(rows_to_csv([r for r in history if "val/AP" in r], VAL_COLUMNS))
+            write_json(metrics, summary)
+    except OSError as exc:
+        reason = f"{exc.strerror or exc} ({exc.filename})"
+        raise LeodError(f"cannot write the outputs of {args.name}: {reason}") from exc
 
 
 def carry_forward(args: argparse.Namespace, reason: str) -> None:
-    """A gated round: the previous round's model, copied atomically, with metrics saying why."""
-    with atomic_path(args.model, is_dir=True) as tmp:
-        shutil.copytree(args.prev, tmp, dirs_exist_ok=True)
-    prev = read_json(Path(args.prev) / "model.json", "model description")
-    write_json(
-        args.metrics,
-        {
-            "gated": True,
-            "gate_reason": reason,
-            "best_val_AP": prev.get("val_AP", 0.0),
-            "best_step": -1,
-            "steps": 0,
-        },
-    )
-    write_curves(Path(args.curves), [])
+    """A gated round: the previous round's model, with metrics saying why."""
+    prev = read_model_info(Path(args.prev))
+    summary = {
+        "gated": True,
+        "gate_reason": reason,
+        "best_val_AP": prev.get("val_AP", 0.0),
+        "best_step": -1,
+        "steps": 0,
+    }
+    publish(args, lambda model: shutil.copytree(args.prev, model, dirs_exist_ok=True), [], summary)
     print(f"{args.name}: gated: {reason}")
 
 
 def body(args: argparse.Namespace, params: Params) -> None:
     if args.round:
+        if args.round not in params.rounds:
+            have = ", ".join(params.rounds) or "none"
+            raise ConfigError(f"--round {args.round!r} is not in params key 'rounds' (have: {have})")
         params = params.for_round(args.round)
-    reason = (
-        gate_reason(params.selftrain.min_precision, read_json(args.quality, "pseudo-label quality metrics"))
-        if args.quality
-        else None
-    )
+    check_writable(args.model, args.metrics, args.curves, args.ckpt)
+    quality = read_quality(Path(args.quality)) if args.quality else None
+    reason = gate_reason(params.selftrain.min_precision, quality) if quality else None
     if reason is not None:
         carry_forward(args, reason)
         return
     if args.pseudo:
-        pseudo = load_pseudo_labels(Path(args.pseudo) / LABELS_FILE)
-        overrides, kept = training_labels(pseudo, params.selftrain.soft_thresh, args.pseudo)
+        labels_file = Path(args.pseudo) / LABELS_FILE
+        pseudo = load_pseudo_labels(labels_file)
+        overrides, kept = training_labels(pseudo, params.selftrain.soft_thresh, str(labels_file))
     else:
         overrides, kept = None, None if args.split == "full" else load_split(args.split).sequences
     init = Path(args.prev) if args.prev and params.selftrain.init == "previous" else None
@@ -90,18 +124,19 @@ def body(args: argparse.Namespace, params: Params) -> None:
             params,
             Path(args.data),
             kept,
-            Path(args.model),
             Path(args.ckpt),
             tracker=tracker,
             labels_override=overrides,
             init_weights=init,
             progress=not args.no_progress,
         )
-        write_curves(Path(args.curves), result.history)
-        metrics: dict = {"best_val_AP": result.best_ap, "best_step": result.best_step, "steps": result.steps}
+        summary: dict = {"best_val_AP": result.best_ap, "best_step": result.best_step, "steps": result.steps}
         if args.round:
-            metrics["gated"] = False
-        write_json(args.metrics, metrics)
+            summary["gated"] = False
+        info = {"step": result.best_step, "val_AP": result.best_ap}
+        best = result.best_weights
+        publish(args, lambda out: write_model(out, best, params, info), result.history, summary)
+        clear_scratch(Path(args.ckpt))
         tracker.log_metrics({"best_val_AP": result.best_ap})
         curves = Path(args.curves)
         for path in (
@@ -133,17 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="run name (r0, full, r1, ...)")
     p.add_argument("--round", default=None, help="self-training round (applies its params overrides)")
     p.add_argument("--data", required=True, help="preprocessed dataset folder")
-    p.add_argument("--split", help="split JSON from subsample, or 'full' for every label")
-    p.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
+    labels = p.add_mutually_exclusive_group(required=True)
+    labels.add_argument("--split", help="split JSON from subsample, or 'full' for every label")
+    labels.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
     p.add_argument("--quality", help="the round's pseudo-label metrics JSON (for the quality gate)")
     p.add_argument("--prev", help="the previous round's model folder (init and gate fallback)")
     p.add_argument("--model", required=True, help="output folder for the trained model")
     p.add_argument("--ckpt", required=True, help="scratch folder for the resumable checkpoint")
     p.add_argument("--metrics", required=True, help="metrics JSON to write")
     p.add_argument("--curves", required=True, help="folder for the training curves (CSV)")
-    known = p.parse_known_args(argv)[0]
-    if bool(known.split) == bool(known.pseudo):
-        p.error("give exactly one of --split and --pseudo")
     return run(body, p, argv)
 
 

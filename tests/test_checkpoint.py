@@ -162,3 +162,27 @@ def test_meta_mismatch_names_key_and_both_values(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MissingInputError, match="nope.pt does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+class _Payload:
+    """A pickled Python object: what a malicious checkpoint would carry."""
+
+
+def test_pickled_object_is_refused_in_one_line_without_torchs_advice(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _Payload()}, path)
+    with pytest.raises(DataFormatError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"refused checkpoint {path}: it holds a pickled Python object")
+    assert "_Payload" in message and "\n" not in message and "weights_only" not in message
+
+
+def test_garbage_file_error_is_one_line_without_torchs_advice(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(b"not a torch file at all")
+    with pytest.raises(DataFormatError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"corrupt checkpoint {path}: ")
+    assert "\n" not in message and "weights_only" not in message

@@ -227,13 +227,6 @@ def test_a_split_of_other_sequences_is_refused(ws: Workspace, run_stage, stage: 
 
 # --- evaluate and pseudolabel: a model folder that cannot be the model -----------------------
 
-#: fixed in training/model_files.py on another branch (h/train): remove the marks once merged
-_MODEL_FILES_FIX = pytest.mark.xfail(
-    strict=True,
-    reason="model_files.build_model still raises a traceback here (fix in training/model_files.py)",
-)
-
-
 def _model_variant(ws: Workspace, case: str) -> Path:
     folder = ws.root / f"model-{case}"
     if folder.exists():
@@ -256,9 +249,9 @@ def _model_variant(ws: Workspace, case: str) -> Path:
 
 
 MODEL_CASES = [
-    pytest.param("tensor-not-state-dict", "model.pt", marks=_MODEL_FILES_FIX),
-    pytest.param("foreign-state-dict", "model.pt", marks=_MODEL_FILES_FIX),
-    pytest.param("json-mismatch", "partition_split", marks=_MODEL_FILES_FIX),
+    pytest.param("tensor-not-state-dict", "model.pt", id="tensor-not-state-dict"),
+    pytest.param("foreign-state-dict", "model.pt", id="foreign-state-dict"),
+    pytest.param("json-mismatch", "partition_split", id="json-mismatch"),
     pytest.param("json-corrupt", "model.json", id="json-corrupt"),
     pytest.param("missing", "no trained model here", id="missing"),
 ]

@@ -4,9 +4,9 @@
     The round table (test AP, pseudo precision/recall, gap closed) of the workspace, of git
     revisions or of DVC experiments, read from metrics/ only (see :mod:`leod.compare`).
 ``register [--model DIR] [--name NAME] [--alias ALIAS]``
-    Publish a model folder to the MLflow registry and point an alias at it, then load it
-    back through ``models:/NAME@ALIAS`` and check it predicts exactly what the folder's
-    model predicts (see :mod:`leod.registry`).
+    Publish a model folder to the MLflow registry, load it back and check it predicts
+    exactly what the pipeline's own inference predicts with the folder's model, and only
+    then point the alias at it (see :mod:`leod.registry`).
 
 Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
 its results. Errors are one ``error:`` line and exit status 2, as for the stages.
@@ -18,8 +18,6 @@ import argparse
 import re
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from leod.config import load_params
 from leod.errors import ConfigError, LeodError
@@ -53,35 +51,21 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(compare(Path(args.repo), args.sources, args.metrics))
 
 
-def _check_frames(root: Path, count: int) -> np.ndarray:
-    """The first ``count`` frames of the first test sequence: what the loaded-back model must
-    predict exactly as the model folder does."""
-    from leod.data.layout import load_manifest
-    from leod.data.sequence import open_sequences
-
-    seqs = open_sequences(root, load_manifest(root), "test")
-    if not seqs:
-        raise LeodError(f"{root}: no test sequences to check the registered model on")
-    return seqs[0].read_frames(0, min(count, seqs[0].num_frames))
-
-
 def cmd_register(args: argparse.Namespace) -> None:
     check_registry_names(args.name, args.alias)
-    from leod.registry import load_registered, register_model
-    from leod.serving import detect_frames
-    from leod.training.model_files import load_model
+    from leod.registry import check_sequence, register_model
 
     params = load_params(args.params)
     model_dir = Path(args.model or f"models/{params.round_order()[-1] if params.rounds else 'r0'}")
-    done = register_model(model_dir, args.name, args.alias, params.tracking.experiment)
-    print(f"registered {model_dir} as {done.name} version {done.version}, alias '{done.alias}'")
-    frames = _check_frames(Path(args.data), args.check_frames)
-    loaded = load_registered(done.uri, done.tracking_uri)
-    expected = detect_frames(load_model(model_dir)[0], frames)
-    got = loaded.predict(frames)
-    if not got.equals(expected):
-        raise LeodError(f"{done.uri} does not predict what {model_dir} predicts on {len(frames)} frames")
-    print(f"{done.uri} loads back; same predictions on {len(frames)} test frames ({len(got)} boxes)")
+    seq = check_sequence(Path(args.data))  # bad check data fails before the registry is touched
+    done = register_model(
+        model_dir, args.name, args.alias, params.tracking.experiment, seq, args.check_frames
+    )
+    print(
+        f"registered {model_dir} as {done.name} version {done.version}; it loads back through MLflow "
+        f"and predicts what the pipeline predicts on {min(args.check_frames, seq.num_frames)} frames "
+        f"of {seq.name}; alias '{done.alias}' now points at it ({done.uri})"
+    )
 
 
 HELP = """\

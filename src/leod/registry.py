@@ -7,9 +7,14 @@ rounds and experiments. It
 1. opens a ``register`` run in the project's MLflow store (same store and tags as the
    stages, see :mod:`leod.tracking`),
 2. logs the model folder as a ``pyfunc`` model from code (:mod:`leod.serving`; no pickle),
-3. registers it as a new version of ``name`` and points ``alias`` (e.g. ``champion``) at it,
-4. tags the version with where it came from (model folder, weights SHA-256, commit, DVC
-   experiment).
+3. registers it as a new version of ``name``, tagged with where it came from (model folder,
+   weights SHA-256, commit, DVC experiment),
+4. loads that version back through MLflow and checks that it predicts, on the first frames
+   of a test sequence, exactly what the pipeline's own inference path
+   (:mod:`leod.training.inference`, which evaluation and pseudo labelling use) predicts
+   with the model folder,
+5. only then points ``alias`` (e.g. ``champion``) at it: a failed check leaves the alias
+   where it was.
 
 Anyone with the store then loads ``models:/<name>@<alias>`` with
 :func:`load_registered` (or ``mlflow.pyfunc.load_model``) and gets the same predictions.
@@ -18,15 +23,19 @@ The registry needs a database store (the default sqlite store is one).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+import torch
+
+from leod.data.sequence import SequenceData
 from leod.errors import ConfigError, LeodError
 from leod.tracking import Tracker, stage_run, tracking_uri
-from leod.training.model_files import BEST_WEIGHTS, read_model_info
+from leod.training.model_files import BEST_WEIGHTS, load_model, read_model_info
+from leod.training.recipe import file_sha256
 
 #: the script MLflow stores with the model and runs on load ("models from code")
 ENTRY_SCRIPT = Path(__file__).with_name("pyfunc_entry.py")
@@ -59,23 +68,70 @@ def check_alias(alias: str) -> None:
         )
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def check_sequence(root: Path) -> SequenceData:
+    """The first test sequence of a preprocessed dataset: what the loaded-back model is checked on."""
+    from leod.data.layout import load_manifest
+    from leod.data.sequence import open_sequences
+
+    seqs = open_sequences(root, load_manifest(root), "test")
+    if not seqs:
+        raise LeodError(f"{root}: no test sequences to check the registered model on")
+    return seqs[0]
+
+
+def pipeline_detections(model_dir: Path, seq: SequenceData, count: int, device: torch.device) -> pd.DataFrame:
+    """The detections of the first ``count`` frames of ``seq`` by the pipeline's inference path
+    (:func:`leod.training.inference.iter_frame_detections`), laid out as :mod:`leod.serving`'s."""
+    from leod.serving import detection_table
+    from leod.training.inference import InferenceOptions, iter_frame_detections
+
+    model, _ = load_model(model_dir)
+    opts = InferenceOptions(
+        batch_size=1,
+        chunk_length=count,
+        conf_threshold=model.cfg.confidence_threshold,
+        nms_iou=model.cfg.nms_iou,
+        amp=False,  # the served model runs in fp32
+        every_frame=True,
+    )
+    found = iter_frame_detections(model.to(device), [seq], device, opts)
+    return detection_table([(det.repr_index, det.boxes) for det, _ in zip(found, range(count), strict=False)])
+
+
+def check_registered(uri: str, store: str, model_dir: Path, seq: SequenceData, count: int) -> int:
+    """Load ``uri`` back and require the predictions of :func:`pipeline_detections`; returns
+    the number of boxes compared."""
+    if count < 1:
+        raise ConfigError(f"--check-frames {count}: at least one frame must be compared")
+    loaded = load_registered(uri, store)
+    count = min(count, seq.num_frames)
+    got = loaded.predict(seq.read_frames(0, count))
+    device = next(loaded.unwrap_python_model().detector.parameters()).device
+    expected = pipeline_detections(model_dir, seq, count, device)
+    if not got.equals(expected):
+        raise LeodError(
+            f"{uri} does not predict what the pipeline predicts with {model_dir} on the first {count} "
+            f"frames of {seq.name} ({len(got)} vs {len(expected)} boxes); the alias was not moved"
+        )
+    return len(got)
 
 
 def register_model(
-    model_dir: Path, name: str, alias: str, experiment: str, tags: Mapping[str, str] | None = None
+    model_dir: Path,
+    name: str,
+    alias: str,
+    experiment: str,
+    check_seq: SequenceData,
+    check_frames: int = 20,
+    tags: Mapping[str, str] | None = None,
 ) -> RegisteredModel:
-    """Log ``model_dir`` as a new version of registered model ``name`` and set ``alias`` on it."""
+    """Log ``model_dir`` as a new version of registered model ``name``, check it loads back
+    with the pipeline's predictions on ``check_seq``, then set ``alias`` on it."""
     if not name.strip():
         raise ConfigError("registered model name must not be empty")
     check_alias(alias)
     info = read_model_info(model_dir)  # a missing or broken folder fails before MLflow is touched
-    weights_sha = sha256(Path(model_dir) / BEST_WEIGHTS)
+    weights_sha = file_sha256(Path(model_dir) / BEST_WEIGHTS)
     log_params = {"model_dir": str(model_dir), "name": name, "alias": alias, "val_AP": info.get("val_AP")}
     with stage_run("register", log_params, experiment, extra_tags={"registry.name": name}) as tracker:
         if not isinstance(tracker, Tracker):
@@ -84,6 +140,7 @@ def register_model(
         from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(tracker.uri)
+        mlflow.set_registry_uri(tracker.uri)  # not a registry another call in this process set
         with mlflow.start_run(run_id=tracker.run_id):
             logged = mlflow.pyfunc.log_model(
                 name="detector",
@@ -93,8 +150,7 @@ def register_model(
                 registered_model_name=name,
             )
         version = str(logged.registered_model_version)
-        client = MlflowClient(tracking_uri=tracker.uri)
-        client.set_registered_model_alias(name, alias, version)
+        client = MlflowClient(tracking_uri=tracker.uri, registry_uri=tracker.uri)
         run_tags = client.get_run(tracker.run_id).data.tags
         version_tags = {
             "source.model_dir": str(model_dir),
@@ -105,6 +161,15 @@ def register_model(
         }
         for key, value in version_tags.items():
             client.set_model_version_tag(name, version, key, str(value))
+        try:
+            boxes = check_registered(
+                f"models:/{name}/{version}", tracker.uri, model_dir, check_seq, check_frames
+            )
+        except LeodError:
+            client.set_model_version_tag(name, version, "check", "failed")
+            raise
+        client.set_model_version_tag(name, version, "check.boxes", str(boxes))
+        client.set_registered_model_alias(name, alias, version)
     return RegisteredModel(name, version, alias, tracker.run_id, tracker.uri)
 
 

@@ -27,6 +27,23 @@ from leod.training.model_files import load_model
 COLUMNS = ["frame", "x", "y", "w", "h", "class_id", "class_confidence", "objectness"]
 
 
+def detection_table(parts: list[tuple[int, np.ndarray]]) -> pd.DataFrame:
+    """One row per detection (:data:`COLUMNS`) of ``(frame index, BOX_DTYPE boxes)`` pairs."""
+    tables = [
+        pd.DataFrame(
+            {
+                "frame": np.full(len(boxes), frame, np.int64),
+                **{k: boxes[k] for k in ("x", "y", "w", "h")},
+                "class_id": boxes["class_id"].astype(np.int64),
+                "class_confidence": boxes["class_confidence"],
+                "objectness": boxes["objectness"],
+            }
+        )
+        for frame, boxes in parts
+    ]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COLUMNS)
+
+
 @torch.inference_mode()
 def detect_frames(
     model: RecurrentDetector,
@@ -44,19 +61,8 @@ def detect_frames(
     parts = []
     for t in range(x.shape[0]):
         preds, states = model.forward_step(x[t : t + 1], states)
-        boxes = model.predict(preds, conf_threshold, nms_iou)[0].to_box_array(t)
-        parts.append(
-            pd.DataFrame(
-                {
-                    "frame": boxes["t"].astype(np.int64),
-                    **{k: boxes[k] for k in ("x", "y", "w", "h")},
-                    "class_id": boxes["class_id"].astype(np.int64),
-                    "class_confidence": boxes["class_confidence"],
-                    "objectness": boxes["objectness"],
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+        parts.append((t, model.predict(preds, conf_threshold, nms_iou)[0].to_box_array(t)))
+    return detection_table(parts)
 
 
 class DetectorModel(mlflow.pyfunc.PythonModel):

@@ -56,16 +56,23 @@ class ConvLSTMCell(nn.Module):
 def reset_states(states: LstmStates | None, is_first: Tensor) -> LstmStates | None:
     """Zero the memory of samples that start a new sequence (``is_first`` bool ``(B,)``).
 
-    Multiplying by a keep mask (rather than writing in place) keeps the autograd graph of
-    the other samples intact and works for states that are still part of that graph.
+    ``torch.where`` (rather than writing in place) keeps the autograd graph of the other
+    samples intact and works for states that are still part of that graph; unlike
+    multiplying by a 0/1 mask it also clears a non-finite memory (NaN * 0 is NaN).
     """
     if states is None:
         return None
     batch = states[0][0].shape[0]
     if tuple(is_first.shape) != (batch,):
         raise ValueError(f"is_first has shape {tuple(is_first.shape)}, expected ({batch},) for these states")
-    keep = (~is_first.to(torch.bool)).to(states[0][0].dtype).view(-1, 1, 1, 1)
-    return [(h * keep.to(h.device), c * keep.to(c.device)) for h, c in states]
+    first = is_first.to(torch.bool).view(-1, 1, 1, 1)
+    return [
+        (
+            torch.where(first.to(h.device), torch.zeros((), dtype=h.dtype, device=h.device), h),
+            torch.where(first.to(c.device), torch.zeros((), dtype=c.dtype, device=c.device), c),
+        )
+        for h, c in states
+    ]
 
 
 def detach_states(states: LstmStates | None) -> LstmStates | None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from leod.data.sequence import LabelArrays
+from leod.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels
 
 
@@ -22,7 +23,19 @@ def soften(labels: np.ndarray, soft_thresh: Sequence[float]) -> np.ndarray:
 def training_labels(
     pseudo: Mapping[str, SequenceLabels], soft_thresh: Sequence[float], source: str
 ) -> tuple[dict[str, LabelArrays], dict[str, list[int]]]:
-    """Label overrides for the trainer and the frames they supervise (every pseudo-labelled frame)."""
+    """Label overrides for the trainer and the frames they supervise (every pseudo-labelled frame).
+
+    ``source`` names the pseudo-label file in errors: a class id beyond the dataset's classes
+    (one per ``soft_thresh`` value) is refused.
+    """
+    for name, s in pseudo.items():
+        ids = s.labels["class_id"]
+        bad = (ids < 0) | (ids >= len(soft_thresh))
+        if bad.any():
+            raise DataFormatError(
+                f"{source}: sequence {name} has a box of class id {ids[bad][0]}, but the dataset has "
+                f"{len(soft_thresh)} classes (ids 0-{len(soft_thresh) - 1})"
+            )
     overrides = {
         name: LabelArrays(soften(s.labels, soft_thresh), s.repr_idx, s.starts, f"{source}:{name}")
         for name, s in pseudo.items()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -154,6 +155,37 @@ def save_checkpoint(
         torch.save(payload, tmp)
 
 
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def load_plain(file: Path, what: str) -> Any:
+    """``torch.load(file, weights_only=True)`` onto the CPU; any failure is one line naming ``file``.
+
+    A pickled Python object is refused (never unpickled) and said so, without torch's advice
+    to retry with ``weights_only=False``, which would run the file's code.
+    """
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise
+    except Exception as exc:
+        # The file exists and is readable, so any failure is its content: a truncated zip or
+        # damaged pickle stream fails in many ways (EOFError, RuntimeError, OSError, KeyError,
+        # pickle.UnpicklingError for a non-plain object, ...) depending on where it broke.
+        text = str(exc)
+        refused = _GLOBAL.search(text)
+        if refused:
+            raise DataFormatError(
+                f"refused {what} {file}: it holds a pickled Python object ({refused.group(1)}), "
+                "not plain tensors; it was not loaded"
+            ) from exc
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if lines and lines[0].startswith("Weights only load failed"):  # torch's advice, then the cause
+            lines = [ln for ln in lines[1:] if "weights_only" not in ln and not ln.startswith("Check the")]
+        reason = lines[0] if lines else type(exc).__name__
+        raise DataFormatError(f"corrupt {what} {file}: {reason}") from exc
+
+
 def load_checkpoint(
     path: str | os.PathLike[str], expected_meta: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -166,16 +198,7 @@ def load_checkpoint(
     file = Path(path)
     if not file.is_file():
         raise MissingInputError(f"checkpoint {file} does not exist (has the training stage run?)")
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=True)
-    except PermissionError:
-        raise
-    except Exception as exc:
-        # The file exists and is readable, so any failure is its content: a truncated zip or
-        # damaged pickle stream fails in many ways (EOFError, RuntimeError, OSError, KeyError,
-        # pickle.UnpicklingError for a non-plain object, ...) depending on where it broke.
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataFormatError(f"corrupt checkpoint {file}: {reason}") from exc
+    ckpt = load_plain(file, "checkpoint")
     if (
         not isinstance(ckpt, dict)
         or any(key not in ckpt for key in _KEYS)

@@ -1,4 +1,10 @@
-"""Device choice and mixed precision: CUDA when present (bf16 autocast), else CPU fp32."""
+"""Device choice and mixed precision: CUDA when present (bf16 or fp16 autocast), else CPU fp32.
+
+GPUs of compute capability 8.0 and newer (Ampere: A100, RTX 30xx, and later: Ada, Hopper)
+compute in bf16, whose range equals fp32's, so no loss scaling is needed. Older GPUs
+(Volta V100, Turing T4/RTX 20xx) have no bf16 units: they compute in fp16, whose small range
+underflows small gradients, so training scales the loss with a ``GradScaler`` there.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ from collections.abc import Iterator
 import torch
 
 from leod.errors import ConfigError
+
+#: the first compute capability with bf16 units (Ampere)
+BF16_CAPABILITY = (8, 0)
 
 
 def pick_device(choice: str) -> torch.device:
@@ -19,12 +28,24 @@ def pick_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The autocast dtype: bf16 on Ampere and newer, fp16 on older GPUs, None (fp32) on CPU."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= BF16_CAPABILITY else torch.float16
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 autocast; a disabled scaler (a no-op pass-through) otherwise."""
+    return torch.amp.GradScaler("cuda", enabled=amp_dtype(device, enabled) == torch.float16)
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
-    """bf16 autocast on CUDA when enabled (no loss scaling needed); a no-op on CPU."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """Autocast in :func:`amp_dtype` on CUDA when enabled; a no-op on CPU."""
+    dtype = amp_dtype(device, enabled)
+    if dtype is None:
+        yield
+    else:
         with torch.autocast("cuda", dtype=dtype):
             yield
-    else:
-        yield

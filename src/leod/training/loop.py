@@ -4,11 +4,15 @@ Reads top to bottom like nanoGPT's ``train.py``:
 
 1. open the data (the kept label frames supervise, every other frame only feeds memory);
 2. build the model, AdamW and the linear one-cycle schedule;
-3. resume from ``<ckpt_dir>/last.pt`` if a killed run left one (same params required);
+3. resume from ``<ckpt_dir>/last.pt`` if a killed run of the same recipe left one (see
+   :mod:`leod.training.recipe`; a stale or corrupt one is ignored with a warning);
 4. loop: mixed streaming/random-access batch -> recurrent forward over the L steps ->
    YOLOX loss at the supervised steps -> backward, clip, step; carry the streaming
-   slots' LSTM states to the next batch (detached), reset them where a sequence starts;
-5. validate every ``eval_every`` steps, keep the best weights; checkpoint regularly.
+   slots' LSTM states to the next batch (detached), reset them where a sequence starts.
+   A non-finite loss skips the update and drops the step's LSTM states;
+5. validate every ``eval_every`` steps, keep the best weights (in memory and in the
+   checkpoint, never in the output folder: the caller publishes them at the end);
+   checkpoint regularly.
 
 A resumed run replays the sampler's plans (cheap: no data is read) and restores the RNG
 and recurrent states, so on CPU it ends with exactly the weights of an uninterrupted run.
@@ -28,20 +32,20 @@ import torch
 
 from leod.config import Params
 from leod.data.batch import Batch
-from leod.data.layout import Manifest, load_manifest
+from leod.data.layout import load_manifest
 from leod.data.loader import iterate_batches
 from leod.data.sampling import TrainSampler
 from leod.data.sequence import LabelArrays, LabelFiles, open_sequences
-from leod.errors import LeodError
+from leod.errors import DataFormatError, LeodError
 from leod.model.detector import RecurrentDetector
 from leod.model.targets import BoxTargets
 from leod.progress import progress_bar
-from leod.schema import to_dict
 from leod.tracking import NullTracker
 from leod.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from leod.training.device import autocast, pick_device
+from leod.training.device import autocast, grad_scaler, pick_device
 from leod.training.inference import evaluate_model
-from leod.training.model_files import load_weights, save_model
+from leod.training.model_files import BEST_WEIGHTS, load_into, load_weights
+from leod.training.recipe import recipe_digest
 
 log = logging.getLogger("leod.train")
 
@@ -54,6 +58,7 @@ class TrainResult:
     best_step: int
     steps: int
     history: list[dict[str, float]]
+    best_weights: dict[str, torch.Tensor]  # the weights of the best validation (CPU), to publish
     final_weights: dict[str, torch.Tensor]  # the weights after the last step (CPU)
 
 
@@ -78,11 +83,38 @@ def supervised_targets(batch: Batch) -> BoxTargets:
     )
 
 
+def resumable(last: Path, meta: dict) -> dict | None:
+    """The scratch checkpoint of a killed run of this very recipe, or None.
+
+    A checkpoint of other inputs (stale) or one that cannot be read (corrupt) is ignored with
+    a warning: the run starts over.
+    """
+    if not last.is_file():
+        return None
+    try:
+        ckpt = load_checkpoint(last)
+    except DataFormatError as exc:
+        log.warning("ignoring %s: %s", last, exc)
+        return None
+    if ckpt["meta"] != meta:
+        log.warning("ignoring %s: it was written by a run with other params, data or teacher", last)
+        return None
+    return ckpt
+
+
+def clear_scratch(ckpt_dir: Path) -> None:
+    """Remove the resumable checkpoint once the run's outputs are published."""
+    (ckpt_dir / LAST).unlink(missing_ok=True)
+
+
+def cpu_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
 def train(
     params: Params,
     data_root: Path,
     kept: Mapping[str, list[int]] | None,
-    model_dir: Path,
     ckpt_dir: Path,
     tracker=None,
     labels_override: Mapping[str, LabelFiles | LabelArrays] | None = None,
@@ -90,7 +122,8 @@ def train(
     progress: bool = True,
     log_row: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train a detector; writes ``model_dir/{model.pt,model.json}`` (best val AP) atomically."""
+    """Train a detector. Nothing is published here: the best weights are returned (and kept in
+    the scratch checkpoint) for the caller to publish, then :func:`clear_scratch`."""
     cfg, tcfg = params.model_config, params.train
     tracker = tracker or NullTracker()
     seed_everything(params.seed)
@@ -102,10 +135,10 @@ def train(
     val_seqs = open_sequences(data_root, manifest, "val")
     sampler = TrainSampler(train_seqs, params.loader, params.seed)
 
-    # -- model, optimiser, schedule
+    # -- model, optimiser, schedule, loss scaling (fp16 GPUs only)
     model = RecurrentDetector(cfg).to(device)
     if init_weights is not None:
-        model.load_state_dict(load_weights(init_weights, params))
+        load_into(model, load_weights(init_weights, params), init_weights / BEST_WEIGHTS)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -117,26 +150,32 @@ def train(
         final_div_factor=tcfg.final_div_factor,
         cycle_momentum=False,
     )
-    meta = run_meta(params, manifest, kept, init_weights)
+    scaler = grad_scaler(device, tcfg.amp)
+    meta = {
+        "recipe": recipe_digest(params, data_root, manifest, kept, labels_override, init_weights),
+        "preset": cfg.preset,
+        "num_classes": cfg.num_classes,
+    }
 
     # -- resume
-    step, states, best_ap, best_step, history = 0, None, -math.inf, -1, []
+    step, states, nonfinite, history = 0, None, 0, []
+    best_ap, best_step, best_weights = -math.inf, -1, None
     last = ckpt_dir / LAST
-    ckpt = load_checkpoint(last) if last.is_file() else None
-    if ckpt is not None and ckpt["meta"] != meta:
-        log.warning("ignoring %s: it was written by a run with other params or data", last)
-        ckpt = None
+    ckpt = resumable(last, meta)
     if ckpt is not None:
         model.load_state_dict(ckpt["model_state"])
         optimizer.load_state_dict(ckpt["optimizer_state"])
         scheduler.load_state_dict(ckpt["scheduler_state"])
         restore_rng_state(ckpt["rng_state"])
         step, extra = ckpt["step"], ckpt["extra"]
+        if extra["scaler"]:
+            scaler.load_state_dict(extra["scaler"])
         states = [(h.to(device), c.to(device)) for h, c in extra["states"]] if extra["states"] else None
-        best_ap, best_step, history = extra["best_ap"], extra["best_step"], extra["history"]
+        nonfinite, history = extra["nonfinite"], extra["history"]
+        best_ap, best_step, best_weights = extra["best_ap"], extra["best_step"], extra["best_weights"]
         log.info("resuming from %s at step %d", last, step)
     plans = iter(sampler)
-    for _ in range(step):  # replay the sampler (plans only, no data is read)
+    for _ in range(step):  # replay the sampler (plans only, no data is read): one plan per step
         next(plans)
     batches = iterate_batches(train_seqs, plans, params.loader.num_workers)
 
@@ -151,60 +190,76 @@ def train(
             meta=meta,
             extra={
                 "states": [(h.cpu(), c.cpu()) for h, c in states] if states else None,
+                "scaler": scaler.state_dict(),
+                "nonfinite": nonfinite,
                 "best_ap": best_ap,
                 "best_step": best_step,
+                "best_weights": best_weights,
                 "history": history,
             },
         )
 
     def validate() -> float:
-        nonlocal best_ap, best_step
+        nonlocal best_ap, best_step, best_weights
         result = evaluate_model(model, val_seqs, manifest, params, device, tcfg.eval_batch_size).result
         model.train()
         ap = result.metrics["AP"]
         tracker.log_metrics({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
         if ap > best_ap:
-            best_ap, best_step = ap, step
-            save_model(model_dir, model, params, {"step": step, "val_AP": ap})
+            best_ap, best_step, best_weights = ap, step, cpu_copy(model)
         return ap
 
     # -- loop
     model.train()
     bar = progress_bar(tcfg.steps, "train", "step", enabled=progress, initial=step)
-    nonfinite = 0
     started, start_step = time.monotonic(), step
     while step < tcfg.steps:
         batch = next(batches).to(device)
         states = model.reset(states, batch.is_first)
+        norm_stats = [b.clone() for b in model.buffers()]  # BatchNorm statistics, kept if non-finite
         with autocast(device, tcfg.amp):
             preds, new_states = model.forward_sequence(batch.frames, states, batch.supervised)
             terms = model.loss(preds, supervised_targets(batch).to(device)) if preds is not None else None
-        # streaming slots carry their memory on; random-access slots start fresh every batch
-        states = model.detach(new_states)
-        if terms is None:  # no kept label frame in this batch: memory only, no update
-            step += 1
+        # a batch without kept label frames has no loss: its memory must be finite instead
+        finite = bool(
+            torch.isfinite(terms.total)
+            if terms is not None
+            else all(torch.isfinite(t).all() for pair in new_states for t in pair)
+        )
+        # streaming slots carry their memory on (random-access slots start fresh every batch);
+        # a non-finite step leaves no trace: its memory is dropped (every slot starts afresh)
+        # and the BatchNorm statistics it updated are put back
+        states = model.detach(new_states) if finite else None
+        if not finite:
+            with torch.no_grad():
+                for buffer, saved in zip(model.buffers(), norm_stats, strict=True):
+                    buffer.copy_(saved)
+        if terms is None or not finite:  # no kept label frame, or a non-finite step: no update
+            if not finite:
+                nonfinite += 1
+                log.warning(
+                    "non-finite loss or memory at step %d (%d in a row): batch skipped", step, nonfinite
+                )
+                if nonfinite >= tcfg.max_nonfinite_steps:
+                    bar.close()
+                    raise LeodError(
+                        f"training stopped: the loss was non-finite for {nonfinite} consecutive steps "
+                        f"(step {step}); "
+                        f"the last good checkpoint is {last if last.is_file() else 'not written yet'}; "
+                        "lower train.lr or check the labels"
+                    )
+            step += 1  # a skipped batch still uses up its sampler plan: a resume replays in step
             if step < tcfg.steps:
                 scheduler.step()
             bar.update()
             continue
-        loss = terms.total
-        if not torch.isfinite(loss):
-            nonfinite += 1
-            optimizer.zero_grad(set_to_none=True)
-            log.warning("non-finite loss at step %d (%d in a row)", step, nonfinite)
-            if nonfinite >= tcfg.max_nonfinite_steps:
-                raise LeodError(
-                    f"training stopped: the loss was non-finite for {nonfinite} consecutive steps "
-                    f"(step {step}); "
-                    f"the last good checkpoint is {last if last.is_file() else 'not written yet'}; "
-                    "lower train.lr or check the labels"
-                )
-            continue
         nonfinite = 0
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(terms.total).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 loss scaling)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
+        scaler.update()
         step += 1
         if step < tcfg.steps:  # the schedule has exactly `steps` values; do not run past its end
             scheduler.step()
@@ -241,30 +296,6 @@ def train(
         if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
             checkpoint()
     bar.close()
-    last.unlink()  # the scratch checkpoint only serves crash recovery; a finished run needs none
-    final = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return TrainResult(best_ap, best_step, step, history, final)
-
-
-def run_meta(
-    params: Params, manifest: Manifest, kept: Mapping[str, list[int]] | None, init_weights: Path | None
-) -> dict:
-    """What a resumable checkpoint must agree with: changed params or data mean a fresh run."""
-    import hashlib
-    import json
-
-    recipe = {
-        "model": to_dict(params.model_config),
-        "train": to_dict(params.train),
-        "loader": to_dict(params.loader),
-        "seed": params.seed,
-        "kept": kept,
-        "init": str(init_weights) if init_weights else None,
-        "data": manifest.to_json(),
-    }
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {
-        "recipe": digest,
-        "preset": params.model_config.preset,
-        "num_classes": params.model_config.num_classes,
-    }
+    if best_weights is None:  # the run ended on skipped batches before its first validation
+        validate()
+    return TrainResult(best_ap, best_step, step, history, best_weights, cpu_copy(model))

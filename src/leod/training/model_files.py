@@ -9,32 +9,34 @@ architecture comes from ``model.json``, so a folder is self-describing.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from leod.atomic import atomic_path, write_json
 from leod.config import Params
-from leod.errors import ConfigError, DataFormatError, MissingInputError
+from leod.errors import ConfigError, DataFormatError, MissingInputError, read_json
 from leod.model.config import ModelConfig
 from leod.model.detector import RecurrentDetector
 from leod.schema import from_dict, to_dict
+from leod.training.checkpoint import load_plain
 
 BEST_WEIGHTS = "model.pt"
 MODEL_INFO = "model.json"
 #: architecture keys that must agree between a saved model and the params that load it
-_ARCHITECTURE_KEYS = ("preset", "num_classes", "in_channels", "embed_dim", "dim_head")
+def write_model(folder: Path, weights: Mapping[str, torch.Tensor], params: Params, info: dict) -> None:
+    """Weights plus what is needed to rebuild the model (config, classes), into ``folder``."""
+    torch.save({k: v.detach().cpu() for k, v in weights.items()}, folder / BEST_WEIGHTS)
+    classes = params.preset.classes
+    write_json(folder / MODEL_INFO, {"model": to_dict(params.model_config), "classes": classes, **info})
 
 
-def save_model(model_dir: Path, model: RecurrentDetector, params: Params, info: dict) -> None:
-    """Best weights plus what is needed to rebuild the model (config, classes)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(model_dir / BEST_WEIGHTS) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    write_json(
-        model_dir / MODEL_INFO,
-        {"model": to_dict(params.model_config), "classes": params.preset.classes, **info},
-    )
+def save_model(model_dir: Path, weights: Mapping[str, torch.Tensor], params: Params, info: dict) -> None:
+    """:func:`write_model` into a folder beside ``model_dir``, then renamed into place: a run
+    killed or failing here (disk full) leaves the previous model folder as it was."""
+    with atomic_path(model_dir, is_dir=True) as tmp:
+        write_model(tmp, weights, params, info)
 
 
 def read_model_info(model_dir: Path) -> dict:
@@ -44,10 +46,7 @@ def read_model_info(model_dir: Path) -> dict:
         raise MissingInputError(
             f"{model_dir}: no trained model here (expected {BEST_WEIGHTS} and {MODEL_INFO})"
         )
-    try:
-        info = json.loads(info_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{info_path}: not valid JSON ({exc})") from exc
+    info = read_json(info_path, "model description")
     if not isinstance(info, dict) or not isinstance(info.get("model"), dict):
         raise DataFormatError(f"{info_path}: expected an object with a 'model' section")
     return info
@@ -55,20 +54,40 @@ def read_model_info(model_dir: Path) -> dict:
 
 def _read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
     weights = Path(model_dir) / BEST_WEIGHTS
-    try:
-        return torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged zip/pickle fails in many ways
-        raise DataFormatError(f"corrupt model weights {weights}: {exc}") from exc
+    state = load_plain(weights, "model weights")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise DataFormatError(f"{weights}: not a state dict (expected parameter names mapped to tensors)")
+    return state
+
+
+def load_into(model: RecurrentDetector, weights: Mapping[str, torch.Tensor], source: Path) -> None:
+    """``model.load_state_dict(weights)``; weights that do not fit are one error line naming ``source``."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = [k for k in own if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} {len(keys)} (first: {keys[0]})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        ]
+        raise DataFormatError(
+            f"{source}: the weights do not match the model of {MODEL_INFO}: {'; '.join(parts)}"
+        )
+    model.load_state_dict(weights)
 
 
 def load_weights(model_dir: Path, params: Params) -> dict[str, torch.Tensor]:
     """Weights saved by :func:`save_model`, checked against the current model params."""
     info = read_model_info(model_dir)
-    want = to_dict(params.model_config)
-    for key in _ARCHITECTURE_KEYS:
-        if info["model"].get(key) != want.get(key):
+    have, want = info["model"], json.loads(json.dumps(to_dict(params.model_config)))  # as saved
+    for key in sorted(set(have) | set(want)):  # the whole config: any difference changes the network
+        if have.get(key) != want.get(key):
             raise DataFormatError(
-                f"{model_dir}: model was trained with model.{key}={info['model'].get(key)!r} "
+                f"{model_dir}: model was trained with model.{key}={have.get(key)!r} "
                 f"but params say {want.get(key)!r}"
             )
     return _read_weights(model_dir)
@@ -77,7 +96,7 @@ def load_weights(model_dir: Path, params: Params) -> dict[str, torch.Tensor]:
 def build_model(model_dir: Path, params: Params) -> RecurrentDetector:
     """The model of ``model_dir``, checked against ``params`` (the pipeline's stages)."""
     model = RecurrentDetector(params.model_config)
-    model.load_state_dict(load_weights(model_dir, params))
+    load_into(model, load_weights(model_dir, params), Path(model_dir) / BEST_WEIGHTS)
     return model
 
 
@@ -89,5 +108,5 @@ def load_model(model_dir: Path) -> tuple[RecurrentDetector, dict]:
     except ConfigError as exc:
         raise DataFormatError(f"{Path(model_dir) / MODEL_INFO}: {exc}") from exc
     model = RecurrentDetector(cfg)
-    model.load_state_dict(_read_weights(model_dir))
+    load_into(model, _read_weights(model_dir), Path(model_dir) / BEST_WEIGHTS)
     return model.eval(), info
