@@ -227,6 +227,7 @@ def test_a_split_of_other_sequences_is_refused(ws: Workspace, run_stage, stage: 
 
 # --- evaluate and pseudolabel: a model folder that cannot be the model -----------------------
 
+
 def _model_variant(ws: Workspace, case: str) -> Path:
     folder = ws.root / f"model-{case}"
     if folder.exists():

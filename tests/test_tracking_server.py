@@ -183,7 +183,11 @@ def services() -> Iterator[Services]:
 def _queue_and_wait(clones: dict[str, Path], env: dict[str, str]) -> None:
     """Queue one experiment per clone, start both queues at once, wait for both."""
     for name, clone in clones.items():
-        sh([*DVC, "exp", "run", "--queue", "-n", name, "-S", f"+rounds.r1.lr={EXPERIMENTS[name]}"], clone, env)
+        sh(
+            [*DVC, "exp", "run", "--queue", "-n", name, "-S", f"+rounds.r1.lr={EXPERIMENTS[name]}"],
+            clone,
+            env,
+        )
     for clone in clones.values():
         sh([*DVC, "queue", "start", "-j", "1"], clone, env)
     deadline = time.monotonic() + QUEUE_TIMEOUT_S

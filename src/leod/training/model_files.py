@@ -24,6 +24,8 @@ from leod.training.checkpoint import load_plain
 
 BEST_WEIGHTS = "model.pt"
 MODEL_INFO = "model.json"
+
+
 #: architecture keys that must agree between a saved model and the params that load it
 def write_model(folder: Path, weights: Mapping[str, torch.Tensor], params: Params, info: dict) -> None:
     """Weights plus what is needed to rebuild the model (config, classes), into ``folder``."""
