@@ -25,7 +25,7 @@ from pathlib import Path
 from leod.atomic import atomic_path, write_json
 from leod.config import Params
 from leod.data.sequence import load_split
-from leod.errors import ConfigError, LeodError
+from leod.errors import LeodError
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
@@ -99,9 +99,6 @@ def carry_forward(args: argparse.Namespace, reason: str) -> None:
 
 def body(args: argparse.Namespace, params: Params) -> None:
     if args.round:
-        if args.round not in params.rounds:
-            have = ", ".join(params.rounds) or "none"
-            raise ConfigError(f"--round {args.round!r} is not in params key 'rounds' (have: {have})")
         params = params.for_round(args.round)
     check_writable(args.model, args.metrics, args.curves, args.ckpt)
     quality = read_quality(Path(args.quality)) if args.quality else None

@@ -318,7 +318,7 @@ def test_refused_pickle_never_advises_weights_only_false(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("content", "expect"),
     [
-        (None, "pseudo-label quality metrics not found"),
+        (None, "no pseudo-label metrics; run this round's eval_pseudo stage first"),
         (b'{"precision@0.5": 0.', "is not valid JSON (line 1:"),
     ],
     ids=["missing", "truncated"],
