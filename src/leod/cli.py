@@ -8,6 +8,10 @@
     back through ``models:/NAME@ALIAS`` and check it predicts exactly what the folder's
     model predicts (see :mod:`leod.registry`).
 
+``import-rvt CKPT --out DIR --preset tiny|small|base --dataset gen1|gen4``
+    A published RVT or LEOD Lightning checkpoint as a model folder (see
+    :mod:`leod.interop.rvt_import`); nothing in the file is executed.
+
 Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
 its results. Errors are one ``error:`` line and exit status 2, as for the stages.
 """
@@ -65,6 +69,16 @@ def cmd_register(args: argparse.Namespace) -> None:
     print(f"{done.uri} loads back; same predictions on {len(frames)} test frames ({len(got)} boxes)")
 
 
+def cmd_import_rvt(args: argparse.Namespace) -> None:
+    from leod.interop.rvt_import import import_rvt
+
+    model = import_rvt(Path(args.checkpoint), Path(args.out), args.preset, args.dataset)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"imported {args.checkpoint} as RVT-{args.preset} ({args.dataset}, {params:,} params) into {args.out}"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="leod", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -91,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--check-frames", type=int, default=20, help="test frames compared after loading back")
     r.set_defaults(func=cmd_register)
+
+    i = sub.add_parser("import-rvt", help="an RVT/LEOD Lightning checkpoint as a model folder")
+    i.add_argument("checkpoint", help="the .ckpt file (RVT or LEOD, keys 'mdl.*')")
+    i.add_argument("--out", required=True, help="model folder to write (model.pt + model.json)")
+    i.add_argument("--preset", required=True, choices=["tiny", "small", "base"], help="RVT-T/S/B")
+    i.add_argument("--dataset", required=True, choices=["gen1", "gen4"], help="what it was trained on")
+    i.set_defaults(func=cmd_import_rvt)
     return p
 
 
