@@ -62,14 +62,15 @@ class RvtDataset:
     classes: tuple[str, ...]
     in_channels: int
     partition_split: int
+    input_size: tuple[int, int]  # (H, W) of the histograms the model was trained on
 
 
 #: RVT's two published datasets (Gen1: 2 classes at 240x304; 1Mpx: 3 classes at half
 #: resolution 360x640, padded to 384x640 with ``partition_split_32 = 2``); the class names
 #: are those of params.yaml's ``datasets.gen1/gen4``
 RVT_DATASETS: dict[str, RvtDataset] = {
-    "gen1": RvtDataset(("car", "pedestrian"), 20, 1),
-    "gen4": RvtDataset(("pedestrian", "two-wheeler", "car"), 20, 2),
+    "gen1": RvtDataset(("car", "pedestrian"), 20, 1, (240, 304)),
+    "gen4": RvtDataset(("pedestrian", "two-wheeler", "car"), 20, 2, (360, 640)),
 }
 
 
@@ -168,6 +169,7 @@ def import_rvt(checkpoint: Path, out_dir: Path, preset: PresetName, dataset: str
     info = {
         "model": to_dict(cfg),
         "classes": list(RVT_DATASETS[dataset].classes),
+        "input_size": list(RVT_DATASETS[dataset].input_size),
         "imported": {
             "from": checkpoint.name,
             "sha256": _sha256(checkpoint),
