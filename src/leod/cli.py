@@ -15,6 +15,10 @@
 ``export --model DIR --format onnx --out model.onnx [--raw]``
     One recurrent step as ONNX, LSTM states as inputs/outputs (see :mod:`leod.export.onnx`).
 
+``detect RECORDING --model DIR --out boxes.npy``
+    Stream a DAT/EVT2/EVT3/HDF5 recording through a model in bounded memory; boxes in sensor
+    pixels in the Prophesee evaluator dtype (see :mod:`leod.detect.recording`).
+
 Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
 its results. Errors are one ``error:`` line and exit status 2, as for the stages.
 """
@@ -99,6 +103,32 @@ def cmd_export(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_detect(args: argparse.Namespace) -> None:
+    import torch
+
+    from leod.atomic import save_npy
+    from leod.detect.recording import DetectOptions, detect_recording
+    from leod.training.model_files import load_model
+
+    model, info = load_model(Path(args.model))
+    model = model.to(torch.device(args.device))
+    opts = DetectOptions(
+        window_ms=args.window_ms,
+        step_ms=args.step_ms,
+        conf_threshold=args.conf,
+        nms_iou=args.nms_iou,
+        half_resolution=args.half_resolution,
+        start_us=None if args.start_ms is None else round(args.start_ms * 1000),
+        end_us=None if args.end_ms is None else round(args.end_ms * 1000),
+        height=args.height,
+        width=args.width,
+    )
+    done = detect_recording(Path(args.recording), model, info, opts, progress=not args.no_progress)
+    save_npy(args.out, done.boxes)
+    rate = f"{done.events / done.seconds:,.0f} events/s, {done.frames / done.seconds:.1f} frames/s"
+    print(f"wrote {args.out}: {len(done.boxes)} boxes in {done.frames} windows ({rate})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="leod", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -142,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", default="params.yaml", help="input size for pipeline models (imported ones know theirs)"
     )
     e.set_defaults(func=cmd_export)
+
+    d = sub.add_parser("detect", help="run a model over an event recording (DAT, EVT2/3 RAW, HDF5)")
+    d.add_argument("recording", help="event file: .dat, .raw (EVT 2.0/3.0), .h5/.hdf5")
+    d.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
+    d.add_argument("--out", required=True, help="boxes file to write (.npy, Prophesee evaluator dtype)")
+    d.add_argument("--window-ms", type=float, default=50.0, help="histogram window (default 50 ms)")
+    d.add_argument("--step-ms", type=float, help="time between windows (default: the window)")
+    d.add_argument("--start-ms", type=float, help="first window starts here (default: first event)")
+    d.add_argument("--end-ms", type=float, help="ignore events after this time")
+    d.add_argument("--conf", type=float, help="confidence threshold (default: the model's)")
+    d.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the model's)")
+    d.add_argument("--half-resolution", action="store_true", help="halve the histograms (1Mpx, as RVT)")
+    d.add_argument("--height", type=int, help="sensor height, for files that do not state it")
+    d.add_argument("--width", type=int, help="sensor width, for files that do not state it")
+    d.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_detect)
     return p
 
 
