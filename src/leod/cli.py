@@ -107,9 +107,10 @@ def cmd_detect(args: argparse.Namespace) -> None:
     import torch
 
     from leod.atomic import save_npy
-    from leod.detect.recording import DetectOptions, detect_recording
+    from leod.detect.recording import DetectOptions, detect_recording, fix_malloc_mmap_threshold
     from leod.training.model_files import load_model
 
+    fix_malloc_mmap_threshold()
     model, info = load_model(Path(args.model))
     model = model.to(torch.device(args.device))
     opts = DetectOptions(

@@ -143,7 +143,7 @@ def decode_records(records: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 class DatReader(EventReader):
-    """Streams a DAT v2 file through a read-only memory map, ``chunk_size`` records at a time."""
+    """Streams a DAT v2 file, ``chunk_size`` records at a time."""
 
     def __init__(
         self,
@@ -166,13 +166,13 @@ class DatReader(EventReader):
     def _decoded_chunks(self) -> Iterator[Events]:
         if self.num_events == 0:
             return
-        records = np.memmap(
-            self.path, dtype=RECORD_DTYPE, mode="r", offset=self.header.body_offset, shape=(self.num_events,)
-        )
-        previous: int | None = None
-        wraps = 0
-        for start in range(0, self.num_events, self.chunk_size):
-            block = np.array(records[start : start + self.chunk_size])
-            t, wraps = unwrap_timestamps(block["t"], previous, wraps)
-            previous = int(block["t"][-1])
-            yield Events(t, *decode_records(block))
+        # plain reads, not a memory map: mapped pages count towards the process's resident
+        # memory until unmapped, so a map would make peak RSS grow with the file size
+        with open(self.path, "rb") as f:
+            f.seek(self.header.body_offset)
+            previous: int | None = None
+            wraps = 0
+            while len(block := np.fromfile(f, dtype=RECORD_DTYPE, count=self.chunk_size)):
+                t, wraps = unwrap_timestamps(block["t"], previous, wraps)
+                previous = int(block["t"][-1])
+                yield Events(t, *decode_records(block))
