@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,9 @@ import torch
 
 from leod.config import load_params
 from leod.detect.recording import DetectOptions, detect_recording
+from leod.events.dat import write_dat
 from leod.events.reader import open_recording
+from leod.events.types import Events
 from leod.labels.boxes import EVALUATOR_DTYPE
 from leod.model import RecurrentDetector
 from leod.training.model_files import load_model, save_model
@@ -74,3 +80,50 @@ def test_detect_real_recordings(model_dir, name, half, size):
     assert np.all(boxes["class_id"] < 2) and np.all(
         (boxes["class_confidence"] > 0) & (boxes["class_confidence"] <= 1)
     )
+
+
+def _cli(*args: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "leod", *map(str, args)], capture_output=True, text=True)
+
+
+@needs_real
+def test_detect_cli_refuses_a_size_the_model_cannot_take(model_dir, tmp_path):
+    fixed = tmp_path / "gen1-sized"
+    shutil.copytree(model_dir, fixed)
+    info = json.loads((fixed / "model.json").read_text())
+    (fixed / "model.json").write_text(json.dumps({**info, "input_size": [240, 304]}))
+    rec, out = REAL / "tonic_sample_ncars.dat", tmp_path / "boxes.npy"
+    done = _cli("detect", rec, "--model", fixed, "--out", out, "--height", 64, "--width", 96)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {rec}: histograms of 64x96 but the model takes 240x304 "
+        "(use --half-resolution for a 1Mpx recording and a 1Mpx model)"
+    )
+    assert not out.exists()
+
+
+def _peak_rss_mb(*args: object) -> float:
+    code = (
+        "import resource, sys; from leod.cli import main; rc = main(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_detect_memory_does_not_grow_with_length(model_dir, tmp_path):
+    """Peak RSS of 1 and 10 minutes of events at the same rate (20k ev/s) differ by < 10%."""
+    rng = np.random.default_rng(0)
+    peaks = []
+    for minutes in (1, 10):
+        n = minutes * 60 * 20_000
+        t = np.sort(rng.integers(0, minutes * 60_000_000, n)).astype(np.int64)
+        xy = (rng.integers(0, 128, n).astype(np.uint16), rng.integers(0, 96, n).astype(np.uint16))
+        events = Events(t, *xy, rng.integers(0, 2, n).astype(np.uint8))
+        write_dat(tmp_path / "rec.dat", events, 96, 128)
+        del events, t, xy
+        args = ("detect", tmp_path / "rec.dat", "--model", model_dir, "--out", tmp_path / "b.npy")
+        peaks.append(_peak_rss_mb(*args, "--window-ms", 500, "--no-progress"))
+    assert abs(peaks[1] - peaks[0]) < 0.1 * peaks[0], peaks
