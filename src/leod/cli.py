@@ -8,6 +8,17 @@
     exactly what the pipeline's own inference predicts with the folder's model, and only
     then point the alias at it (see :mod:`leod.registry`).
 
+``import-rvt CKPT --out DIR --preset tiny|small|base --dataset gen1|gen4``
+    A published RVT or LEOD Lightning checkpoint as a model folder (see
+    :mod:`leod.interop.rvt_import`); nothing in the file is executed.
+
+``export --model DIR --format onnx --out model.onnx [--raw]``
+    One recurrent step as ONNX, LSTM states as inputs/outputs (see :mod:`leod.export.onnx`).
+
+``detect RECORDING --model DIR --out boxes.npy``
+    Stream a DAT/EVT2/EVT3/HDF5 recording through a model in bounded memory; boxes in sensor
+    pixels in the Prophesee evaluator dtype (see :mod:`leod.detect.recording`).
+
 Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
 its results. Errors are one ``error:`` line and exit status 2, as for the stages.
 """
@@ -84,6 +95,60 @@ Errors are one 'error:' line and exit status 2, as for the stages.
 """
 
 
+def cmd_import_rvt(args: argparse.Namespace) -> None:
+    from leod.interop.rvt_import import import_rvt
+
+    model = import_rvt(Path(args.checkpoint), Path(args.out), args.preset, args.dataset)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"imported {args.checkpoint} as RVT-{args.preset} ({args.dataset}, {params:,} params) into {args.out}"
+    )
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from leod.export.onnx import OPSET, check_onnx, export_onnx, model_input_size
+    from leod.training.model_files import load_model
+
+    model, info = load_model(Path(args.model))
+    height, width = model_input_size(info, Path(args.params))
+    out = Path(args.out)
+    export_onnx(model, out, height, width, raw=args.raw)
+    diff = check_onnx(out, model, height, width, raw=args.raw)
+    what = "raw head" if args.raw else "decoded boxes"
+    shape = f"(batch, {model.cfg.in_channels}, {height}, {width})"
+    print(
+        f"wrote {out} (ONNX opset {OPSET}, events {shape} -> {what}; {out.stat().st_size / 1e6:.1f} MB); "
+        f"onnxruntime vs PyTorch on 2 steps: max abs diff {diff:.2e}"
+    )
+
+
+def cmd_detect(args: argparse.Namespace) -> None:
+    import torch
+
+    from leod.atomic import save_npy
+    from leod.detect.recording import DetectOptions, detect_recording, fix_malloc_mmap_threshold
+    from leod.training.model_files import load_model
+
+    fix_malloc_mmap_threshold()
+    model, info = load_model(Path(args.model))
+    model = model.to(torch.device(args.device))
+    opts = DetectOptions(
+        window_ms=args.window_ms,
+        step_ms=args.step_ms,
+        conf_threshold=args.conf,
+        nms_iou=args.nms_iou,
+        half_resolution=args.half_resolution,
+        start_us=None if args.start_ms is None else round(args.start_ms * 1000),
+        end_us=None if args.end_ms is None else round(args.end_ms * 1000),
+        height=args.height,
+        width=args.width,
+    )
+    done = detect_recording(Path(args.recording), model, info, opts, progress=not args.no_progress)
+    save_npy(args.out, done.boxes)
+    rate = f"{done.events / done.seconds:,.0f} events/s, {done.frames / done.seconds:.1f} frames/s"
+    print(f"wrote {args.out}: {len(done.boxes)} boxes in {done.frames} windows ({rate})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leod", description=HELP, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -108,6 +173,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--check-frames", type=int, default=20, help="test frames compared after loading back")
     r.set_defaults(func=cmd_register)
+
+    i = sub.add_parser("import-rvt", help="an RVT/LEOD Lightning checkpoint as a model folder")
+    i.add_argument("checkpoint", help="the .ckpt file (RVT or LEOD, keys 'mdl.*')")
+    i.add_argument("--out", required=True, help="model folder to write (model.pt + model.json)")
+    i.add_argument("--preset", required=True, choices=["tiny", "small", "base"], help="RVT-T/S/B")
+    i.add_argument("--dataset", required=True, choices=["gen1", "gen4"], help="what it was trained on")
+    i.set_defaults(func=cmd_import_rvt)
+
+    e = sub.add_parser("export", help="a model folder as ONNX (one recurrent step, states as I/O)")
+    e.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
+    e.add_argument("--format", default="onnx", choices=["onnx"], help="output format (onnx)")
+    e.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    e.add_argument("--raw", action="store_true", help="output the undecoded head instead of boxes")
+    e.add_argument(
+        "--params", default="params.yaml", help="input size for pipeline models (imported ones know theirs)"
+    )
+    e.set_defaults(func=cmd_export)
+
+    d = sub.add_parser("detect", help="run a model over an event recording (DAT, EVT2/3 RAW, HDF5)")
+    d.add_argument("recording", help="event file: .dat, .raw (EVT 2.0/3.0), .h5/.hdf5")
+    d.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
+    d.add_argument("--out", required=True, help="boxes file to write (.npy, Prophesee evaluator dtype)")
+    d.add_argument("--window-ms", type=float, default=50.0, help="histogram window (default 50 ms)")
+    d.add_argument("--step-ms", type=float, help="time between windows (default: the window)")
+    d.add_argument("--start-ms", type=float, help="first window starts here (default: first event)")
+    d.add_argument("--end-ms", type=float, help="ignore events after this time")
+    d.add_argument("--conf", type=float, help="confidence threshold (default: the model's)")
+    d.add_argument("--nms-iou", type=float, help="NMS IoU threshold (default: the model's)")
+    d.add_argument("--half-resolution", action="store_true", help="halve the histograms (1Mpx, as RVT)")
+    d.add_argument("--height", type=int, help="sensor height, for files that do not state it")
+    d.add_argument("--width", type=int, help="sensor width, for files that do not state it")
+    d.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_detect)
     return p
 
 

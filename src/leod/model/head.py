@@ -88,7 +88,9 @@ class YOLOXHead(nn.Module):
     def _tower(hidden: int) -> nn.Sequential:
         return nn.Sequential(ConvBNAct(hidden, hidden, 3), ConvBNAct(hidden, hidden, 3))
 
-    def forward(self, features: list[Tensor]) -> RawPredictions:
+    def raw(self, features: list[Tensor]) -> Tensor:
+        """Undecoded outputs ``(B, A, 4 + 1 + num_classes)``: box offsets and log sizes, objectness
+        logit, class logits (RVT's channel order), anchors level by level, row-major."""
         per_level = []
         for i, x in enumerate(features):
             x = self.stems[i](x)
@@ -102,7 +104,10 @@ class YOLOXHead(nn.Module):
                 dim=1,
             )
             per_level.append(rearrange(out, "b c h w -> b (h w) c"))
-        raw = torch.cat(per_level, dim=1).float()
+        return torch.cat(per_level, dim=1).float()
+
+    def forward(self, features: list[Tensor]) -> RawPredictions:
+        raw = self.raw(features)
         anchors = make_anchor_points([f.shape[-2:] for f in features], self.strides, raw.device)
         stride = anchors.strides[:, None]
         boxes = torch.cat([(raw[..., :2] + anchors.grid) * stride, torch.exp(raw[..., 2:4]) * stride], dim=-1)

@@ -1,0 +1,121 @@
+"""Read a pickled PyTorch checkpoint without running any code from it.
+
+RVT's and LEOD's Lightning checkpoints cannot be read with ``torch.load(weights_only=True)``:
+their ``lr_schedulers`` entry pickles a bound method of a ``OneCycleLR`` holding an
+``AdamW`` (facts: ``../shared/fixtures/rvt-parity/README.md``). So this module is handed to
+``torch.load`` as its ``pickle_module``: torch still reads the zip container and rebuilds
+storages through its ``persistent_load``, but every global the pickle names goes through
+:meth:`Unpickler.find_class`, which resolves only tensor rebuild functions and plain
+containers. Every other name -- ``getattr``, optimizers, ``os.system``, ... -- becomes a
+fresh subclass of :class:`Inert`, which records what it was called with and does nothing,
+so a ``__reduce__`` payload builds an inert record instead of running.
+"""
+
+from __future__ import annotations
+
+import collections
+import pickle
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from leod.errors import DataFormatError
+
+
+class Inert:
+    """Stands for a global the loader does not trust; instances only record their inputs."""
+
+    ref = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
+        obj = object.__new__(cls)
+        obj.__dict__["args"] = args
+        obj.__dict__["state"] = None
+        obj.__dict__["items"] = []
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:  # BUILD
+        self.__dict__["state"] = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # SETITEM(S)
+        self.__dict__["items"].append((key, value))
+
+    def append(self, value: Any) -> None:  # APPEND(S)
+        self.__dict__["items"].append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__["items"].extend(values)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Inert:  # REDUCE with an Inert callable
+        return Inert(*args)
+
+    def __repr__(self) -> str:
+        return f"<inert {self.ref}>"
+
+
+def _placeholder(module: str, name: str) -> type[Inert]:
+    return type(f"Inert_{name}", (Inert,), {"ref": f"{module}.{name}", "__module__": __name__})
+
+
+def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, requires_grad: Any, *_: Any) -> Any:
+    """``torch._utils._rebuild_tensor_v2`` without backward hooks or metadata from the file."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise pickle.UnpicklingError("tensor without a storage")
+    return torch._utils._rebuild_tensor_v2(
+        storage, int(offset), tuple(size), tuple(stride), bool(requires_grad), collections.OrderedDict()
+    )
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any, *_: Any) -> torch.nn.Parameter:
+    """A Parameter from its tensor; the hooks and extra state a file may carry are dropped."""
+    if not isinstance(data, torch.Tensor):
+        raise pickle.UnpicklingError("parameter without a tensor")
+    return torch.nn.Parameter(data, bool(requires_grad))
+
+
+#: the only globals resolved to real objects; all are pure data constructors
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "tuple"): tuple,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+
+
+class Unpickler(pickle.Unpickler):
+    """Resolves the allow-listed globals; anything else becomes an :class:`Inert` subclass."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        # protocol-2 pickles name Python 2's module (fix_imports is skipped by an override)
+        module = "builtins" if module == "__builtin__" else module
+        allowed = _ALLOWED.get((module, name))
+        return allowed if allowed is not None else _placeholder(module, name)
+
+
+def load(file: IO[bytes], **kwargs: Any) -> Any:
+    """``pickle.load`` with :class:`Unpickler` (torch calls it for legacy-format files)."""
+    return Unpickler(file, **kwargs).load()
+
+
+def load_checkpoint(path: Path) -> Any:
+    """The unpickled contents of a torch checkpoint file, tensors on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=sys.modules[__name__])
+    except Exception as exc:  # a damaged zip or pickle fails in many ways
+        raise DataFormatError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
+        ) from exc
