@@ -22,7 +22,8 @@ import onnxruntime as ort
 import torch
 
 from leod.export.onnx import RecurrentStep, export_onnx, state_names, state_shapes
-from leod.model import ModelConfig, RecurrentDetector
+from leod.model.config import ModelConfig
+from leod.model.detector import RecurrentDetector
 
 CASES = {"nano @ 96x128 (default)": ("nano", 96, 128), "RVT-T @ 240x304 (Gen1)": ("tiny", 240, 304)}
 

@@ -14,11 +14,11 @@ import torch
 
 from leod.config import load_params
 from leod.detect.recording import DetectOptions, detect_recording
+from leod.events import open_recording
 from leod.events.dat import write_dat
-from leod.events.reader import open_recording
 from leod.events.types import Events
 from leod.labels.boxes import EVALUATOR_DTYPE
-from leod.model import RecurrentDetector
+from leod.model.detector import RecurrentDetector
 from leod.training.model_files import load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def model_dir(tmp_path_factory) -> Path:
             if name.startswith(("head.obj_preds", "head.cls_preds")):
                 p.normal_(0.0, 1.0) if name.endswith("weight") else p.fill_(-0.5)
     path = tmp_path_factory.mktemp("models") / "nano"
-    save_model(path, model, params, {})
+    save_model(path, model.state_dict(), params, {})
     return path
 
 
@@ -122,7 +122,7 @@ def test_detect_memory_does_not_grow_with_length(tmp_path):
     params = load_params(REPO / "params.yaml")
     torch.manual_seed(0)
     model_dir = tmp_path / "nano"
-    save_model(model_dir, RecurrentDetector(params.model_config), params, {})  # as training starts
+    save_model(model_dir, RecurrentDetector(params.model_config).state_dict(), params, {})  # untrained
     rng = np.random.default_rng(0)
     peaks = []
     for minutes in (1, 10):

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from leod.events.reader import open_recording
+from leod.events import open_recording
 from leod.export.onnx import OPSET, RecurrentStep, export_onnx, state_names, state_shapes
-from leod.model import ModelConfig, RecurrentDetector
+from leod.model.config import ModelConfig
+from leod.model.detector import RecurrentDetector
 from leod.model.head import RawPredictions
 from leod.model.postprocess import postprocess
 from leod.preprocess.histogram import stacked_histograms

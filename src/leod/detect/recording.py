@@ -2,7 +2,7 @@
 
 Events are read in chunks (:mod:`leod.events`), cut into windows and turned into RVT stacked
 histograms by the same streaming code the preprocessing uses
-(:func:`leod.preprocess.convert._stream_histograms`); each histogram is one step of the
+(:func:`leod.preprocess.convert.stream_histograms`); each histogram is one step of the
 model, whose LSTM state is carried from window to window. Chunks are also split by time so a
 block never holds more than ``max_block_windows`` histograms, which bounds memory by one
 chunk plus one block however long (or sparse) the recording is. Boxes come out in sensor
@@ -24,11 +24,11 @@ import torch
 
 from leod.config import DatasetPreset, RepresentationConfig
 from leod.errors import DataFormatError
-from leod.events.reader import open_recording
+from leod.events import open_recording
 from leod.events.types import Events
 from leod.labels.boxes import EVALUATOR_DTYPE, empty_boxes
 from leod.model.detector import RecurrentDetector
-from leod.preprocess.convert import _stream_histograms
+from leod.preprocess.convert import stream_histograms
 from leod.progress import progress_bar
 
 
@@ -139,7 +139,7 @@ def detect_recording(
     began = time.perf_counter()
     with progress_bar(0, f"detect {path.name}", "frame", progress) as bar:
         bar.total = None
-        for ends, hists in _stream_histograms(pieces, start + window_us, window_us, step_us, preset, rep):
+        for ends, hists in stream_histograms(pieces, start + window_us, window_us, step_us, preset, rep):
             x = torch.from_numpy(hists).to(device)
             for k in range(len(ends)):
                 preds, states = model.forward_step(x[k : k + 1].float(), states)
