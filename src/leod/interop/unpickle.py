@@ -2,20 +2,21 @@
 
 RVT's and LEOD's Lightning checkpoints cannot be read with ``torch.load(weights_only=True)``:
 their ``lr_schedulers`` entry pickles a bound method of a ``OneCycleLR`` holding an
-``AdamW`` (facts: ``../shared/fixtures/rvt-parity/README.md``). So this module is handed to
-``torch.load`` as its ``pickle_module``: torch still reads the zip container and rebuilds
-storages through its ``persistent_load``, but every global the pickle names goes through
-:meth:`Unpickler.find_class`, which resolves only tensor rebuild functions and plain
-containers. Every other name -- ``getattr``, optimizers, ``os.system``, ... -- becomes a
-fresh subclass of :class:`Inert`, which records what it was called with and does nothing,
-so a ``__reduce__`` payload builds an inert record instead of running.
+``AdamW`` (facts: ``../shared/fixtures/rvt-parity/README.md``). So this module reads torch's
+zip container itself: ``data.pkl`` is unpickled by :class:`Unpickler`, whose
+``persistent_load`` builds each storage from its raw little-endian bytes in the archive, and
+every global the pickle names goes through :meth:`Unpickler.find_class`, which resolves only
+tensor rebuild functions and plain containers. Every other name -- ``getattr``,
+optimizers, ``os.system``, ... -- becomes a fresh subclass of :class:`Inert`, which records
+what it was called with and does nothing, so a ``__reduce__`` payload builds an inert record
+instead of running.
 """
 
 from __future__ import annotations
 
 import collections
 import pickle
-import sys
+import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,8 +94,24 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 
 
+#: storage classes a checkpoint names for its tensors, by the dtype of their bytes
+_STORAGE_DTYPES = {
+    f"{name}Storage": dtype
+    for name, dtype in (
+        ("Float", torch.float32), ("Double", torch.float64), ("Half", torch.float16),
+        ("BFloat16", torch.bfloat16), ("Long", torch.int64), ("Int", torch.int32),
+        ("Short", torch.int16), ("Char", torch.int8), ("Byte", torch.uint8), ("Bool", torch.bool),
+    )
+}  # fmt: skip
+
+
 class Unpickler(pickle.Unpickler):
-    """Resolves the allow-listed globals; anything else becomes an :class:`Inert` subclass."""
+    """Resolves the allow-listed globals (anything else becomes an :class:`Inert` subclass)
+    and reads the storages a zip checkpoint refers to from ``archive``."""
+
+    def __init__(self, file: IO[bytes], archive: zipfile.ZipFile, prefix: str) -> None:
+        super().__init__(file)
+        self.archive, self.prefix = archive, prefix
 
     def find_class(self, module: str, name: str) -> Any:
         # protocol-2 pickles name Python 2's module (fix_imports is skipped by an override)
@@ -102,19 +119,33 @@ class Unpickler(pickle.Unpickler):
         allowed = _ALLOWED.get((module, name))
         return allowed if allowed is not None else _placeholder(module, name)
 
-
-def load(file: IO[bytes], **kwargs: Any) -> Any:
-    """``pickle.load`` with :class:`Unpickler` (torch calls it for legacy-format files)."""
-    return Unpickler(file, **kwargs).load()
+    def persistent_load(self, pid: Any) -> torch.storage.TypedStorage:
+        # torch's record: ("storage", storage class, key, location, numel)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
+        kind, key = pid[1], str(pid[2])
+        dtype = _STORAGE_DTYPES.get(getattr(kind, "ref", "").removeprefix("torch."))
+        if dtype is None:
+            raise pickle.UnpicklingError(f"unsupported storage {getattr(kind, 'ref', kind)!r}")
+        raw = bytearray(self.archive.read(f"{self.prefix}/data/{key}"))
+        data = torch.frombuffer(raw, dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        return torch.storage.TypedStorage(wrap_storage=data.untyped_storage(), dtype=dtype, _internal=True)
 
 
 def load_checkpoint(path: Path) -> Any:
-    """The unpickled contents of a torch checkpoint file, tensors on the CPU."""
+    """The unpickled contents of a torch (zip format) checkpoint file, tensors on the CPU."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: checkpoint file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=sys.modules[__name__])
+        with zipfile.ZipFile(path) as archive:
+            pkl = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+            prefix = pkl.removesuffix("/data.pkl")
+            order = f"{prefix}/byteorder"
+            if order in archive.namelist() and archive.read(order) != b"little":
+                raise pickle.UnpicklingError("big-endian checkpoints are not supported")
+            with archive.open(pkl) as f:
+                return Unpickler(f, archive, prefix).load()
     except Exception as exc:  # a damaged zip or pickle fails in many ways
         raise DataFormatError(
             f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})"
