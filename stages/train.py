@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from leod.atomic import atomic_path, write_json
+from leod.atomic import atomic_path, check_writable, write_json
 from leod.config import Params
 from leod.data.sequence import load_split
-from leod.errors import LeodError
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
@@ -47,40 +45,26 @@ def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def check_writable(*paths: str) -> None:
-    """Fail before any training when an output cannot be written: the nearest existing
-    folder above each output must be a writable folder (not a file)."""
-    for path in paths:
-        above = Path(path).absolute().parent
-        while not above.exists():
-            above = above.parent
-        if not above.is_dir() or not os.access(above, os.W_OK):
-            raise LeodError(f"cannot write {path}: {above} is not a writable folder")
-
-
 def publish(
     args: argparse.Namespace, fill_model: Callable[[Path], None], history: list[dict], summary: dict
 ) -> None:
     """Write the model folder (by ``fill_model``), its curves and metrics beside their targets
     and rename them into place together, only once all of them were written.
 
-    A failure (disk full, ...) is one error line and leaves every previous output as it was.
+    A failure (disk full, ...) is one error line (from ``atomic_path``) and leaves every
+    previous output as it was.
     """
     curves = Path(args.curves)
-    try:
-        with (
-            atomic_path(args.model, is_dir=True) as model,
-            atomic_path(curves / "train.csv") as train_csv,
-            atomic_path(curves / "val.csv") as val_csv,
-            atomic_path(args.metrics) as metrics,
-        ):
-            fill_model(model)
-            train_csv.write_text(rows_to_csv([r for r in history if "loss" in r], LOSS_COLUMNS))
-            val_csv.write_text(rows_to_csv([r for r in history if "val/AP" in r], VAL_COLUMNS))
-            write_json(metrics, summary)
-    except OSError as exc:
-        reason = f"{exc.strerror or exc} ({exc.filename})"
-        raise LeodError(f"cannot write the outputs of {args.name}: {reason}") from exc
+    with (
+        atomic_path(args.model, is_dir=True) as model,
+        atomic_path(curves / "train.csv") as train_csv,
+        atomic_path(curves / "val.csv") as val_csv,
+        atomic_path(args.metrics) as metrics,
+    ):
+        fill_model(model)
+        train_csv.write_text(rows_to_csv([r for r in history if "loss" in r], LOSS_COLUMNS))
+        val_csv.write_text(rows_to_csv([r for r in history if "val/AP" in r], VAL_COLUMNS))
+        write_json(metrics, summary)
 
 
 def carry_forward(args: argparse.Namespace, reason: str) -> None:

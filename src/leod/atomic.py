@@ -94,6 +94,17 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def check_writable(*paths: str | os.PathLike[str]) -> None:
+    """Fail before a long computation when an output cannot be written: the nearest existing
+    folder above each output must be a writable folder (not a file)."""
+    for path in paths:
+        above = Path(path).absolute().parent
+        while not above.exists():
+            above = above.parent
+        if not above.is_dir() or not os.access(above, os.W_OK):
+            raise OutputError(f"cannot write {path}: {above} is not a writable folder")
+
+
 def _output_error(target: Path, exc: OSError) -> OutputError:
     reason = os.strerror(exc.errno) if exc.errno else str(exc).splitlines()[0]
     where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != target else ""

@@ -25,7 +25,6 @@ from leod.config import DatasetPreset, PreprocessConfig, RepresentationConfig
 from leod.data.layout import SequencePaths
 from leod.errors import ConfigError, DataFormatError
 from leod.events import open_recording
-from leod.events.reader import EventReader
 from leod.events.types import Events
 from leod.labels.boxes import load_bbox_npy
 from leod.preprocess.histogram import output_shape, stacked_histograms
@@ -58,7 +57,7 @@ class SequenceSummary:
     label_frames: int
     boxes: int
     events: int
-    reader: dict[str, int]  # the reader's counters (see reader_counts)
+    reader: dict[str, int]  # the reader's ReadStats of its pass
     box_stats: BoxFilterStats
     skipped: str | None = None
 
@@ -69,11 +68,6 @@ _BLOCK_BYTES = 64 << 20
 #: recordings to the end, and a counter misread as a wrap or a flipped high bit moves every
 #: later event minutes to hours ahead.
 MAX_EVENTS_AFTER_LABELS_S = 600
-
-
-def reader_counts(reader: EventReader) -> dict[str, int]:
-    """The reader's counters of its last pass, as recorded in the preprocess metrics."""
-    return reader.stats.as_dict()
 
 
 def grid_us(rep: RepresentationConfig) -> tuple[int, int]:
@@ -189,14 +183,6 @@ def convert_sequence(
     scale = 2 if preset.downsample else 1
     channels, height, width = 2 * rep.nbins, preset.height // scale, preset.width // scale
     all_ends: list[np.ndarray] = []
-    n_events = 0
-
-    def counted(chunks: Iterator[Events]) -> Iterator[Events]:
-        nonlocal n_events
-        for chunk in chunks:
-            n_events += len(chunk)
-            yield chunk
-
     with write_h5(out.representations) as h5:
         data = h5.file.create_dataset(
             "data",
@@ -206,7 +192,7 @@ def convert_sequence(
             chunks=(1, channels, height, width),
             **hdf5plugin.Blosc(cname="zstd", clevel=pp.compression_level, shuffle=hdf5plugin.Blosc.SHUFFLE),
         )
-        chunks = _plausible(counted(reader.iter_chunks()), rec.events_path, int(frame_times[-1]))
+        chunks = _plausible(reader.iter_chunks(), rec.events_path, int(frame_times[-1]))
         for ends, frames in stream_histograms(chunks, first_end, window_us, step_us, preset, rep):
             n = data.shape[0]
             data.resize(n + len(frames), axis=0)
@@ -229,7 +215,14 @@ def convert_sequence(
     save_npy(out.label_timestamps, frame_times)
     save_npz(out.labels, labels=boxes, objframe_idx_2_label_idx=starts)
     return SequenceSummary(
-        rec.name, rec.split, len(ends), len(frame_times), len(boxes), n_events, reader_counts(reader), stats
+        rec.name,
+        rec.split,
+        len(ends),
+        len(frame_times),
+        len(boxes),
+        reader.stats.events,
+        reader.stats.as_dict(),
+        stats,
     )
 
 
