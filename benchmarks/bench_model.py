@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         "(CPU: VmHWM - VmRSS; CUDA: max_memory_allocated)"
     )
     if args.json:
-        from leod.atomic import write_json
+        from leod.plumbing.atomic import write_json
 
         write_json(args.json, {"device": device, "threads": args.threads, "records": records})
 

@@ -7,14 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from leod.atomic import write_json, write_text
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
+from leod.plumbing.atomic import write_json, write_text
+from leod.plumbing.stage import parser, run
+from leod.plumbing.tracking import stage_run
 from leod.pseudo.quality import pr_curve, pseudo_label_quality, quality_inputs
 from leod.pseudo.store import LABELS_FILE, check_against_dataset, check_split_names, load_pseudo_labels
-from leod.stage import parser, run
-from leod.tracking import stage_run
 
 
 def body(args: argparse.Namespace, params: Params) -> None:

@@ -7,13 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from leod.atomic import save_npz, write_json
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
-from leod.stage import parser, run
-from leod.tracking import stage_run
+from leod.plumbing.atomic import save_npz, write_json
+from leod.plumbing.stage import parser, run
+from leod.plumbing.tracking import stage_run
 from leod.training.device import pick_device
 from leod.training.inference import evaluate_model
 from leod.training.model_files import build_model

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from leod.atomic import write_json
 from leod.config import Params
+from leod.plumbing.atomic import write_json
+from leod.plumbing.stage import parser, run
 from leod.preprocess.dataset import convert_dataset, index_rvt_preprocessed
-from leod.stage import parser, run
 
 
 def body(args: argparse.Namespace, params: Params) -> None:

@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from leod.atomic import atomic_path, write_json
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
+from leod.plumbing.atomic import atomic_path, write_json
+from leod.plumbing.stage import parser, run
+from leod.plumbing.tracking import stage_run
 from leod.pseudo.label import pseudo_label_sequences
 from leod.pseudo.store import LABELS_FILE, check_split_names, save_pseudo_labels
 from leod.schema import to_dict
-from leod.stage import parser, run
-from leod.tracking import stage_run
 from leod.training.device import pick_device
 from leod.training.model_files import build_model
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split
-from leod.errors import ConfigError
+from leod.plumbing.errors import ConfigError
+from leod.plumbing.stage import parser, run
+from leod.plumbing.tracking import stage_run
 from leod.report.document import write_report
 from leod.report.frames import FrameInputs
 from leod.report.plots_page import PAGE_NAME, write_plots_page
 from leod.report.rows import collect_rows
-from leod.stage import parser, run
-from leod.tracking import stage_run
 
 
 def body(args: argparse.Namespace, params: Params) -> None:

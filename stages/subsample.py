@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from leod.atomic import write_json
 from leod.config import Params
 from leod.data.layout import load_manifest
-from leod.stage import parser, run
+from leod.plumbing.atomic import write_json
+from leod.plumbing.stage import parser, run
 from leod.subsample import make_split
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from leod.config import Params
-from leod.stage import parser, run
+from leod.plumbing.stage import parser, run
 from leod.synthetic.generate import generate_dataset
 
 

@@ -21,15 +21,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from leod.atomic import atomic_path, check_writable, write_json
 from leod.config import Params
 from leod.data.sequence import load_split
+from leod.plumbing.atomic import atomic_path, check_writable, write_json
+from leod.plumbing.stage import parser, run
+from leod.plumbing.tracking import print_ui_hint, stage_run
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
 from leod.schema import to_dict
-from leod.stage import parser, run
-from leod.tracking import print_ui_hint, stage_run
 from leod.training.loop import clear_scratch, train
 from leod.training.model_files import read_model_info, write_model
 

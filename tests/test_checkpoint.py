@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from leod.errors import DataFormatError, MissingInputError
+from leod.plumbing.errors import DataFormatError, MissingInputError
 from leod.training.checkpoint import (
     FORMAT_VERSION,
     capture_rng_state,

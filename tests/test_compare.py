@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from leod.compare import compare, discover_runs, resolve
-from leod.errors import ConfigError
+from leod.plumbing.compare import compare, discover_runs, resolve
+from leod.plumbing.errors import ConfigError
 from tiny import git
 
 REPO = Path(__file__).resolve().parents[1]

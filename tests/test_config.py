@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from leod.config import Params, load_params, params_from_dict
-from leod.errors import ConfigError
+from leod.plumbing.errors import ConfigError
 from leod.schema import flatten, to_dict
 
 

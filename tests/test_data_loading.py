@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from leod.atomic import save_npy, save_npz, write_text
 from leod.data.augment import AugmentConfig, AugParams, augment_boxes, augment_frames
 from leod.data.batch import Batch
 from leod.data.layout import Manifest, load_manifest
 from leod.data.loader import inference_batches, iterate_batches, load_sample, train_batches
 from leod.data.sampling import DataConfig, InferenceSampler, SampleSpec, TrainSampler, stream_stretches
 from leod.data.sequence import LabelFiles, SequenceData, load_split, open_sequences
-from leod.errors import ConfigError, DataFormatError, MissingInputError
 from leod.labels.boxes import BOX_DTYPE, empty_boxes, to_evaluator
+from leod.plumbing.atomic import save_npy, save_npz, write_text
+from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError
 from leod.schema import from_dict, to_dict
 
 H, W, NBINS = 16, 24, 2

@@ -106,7 +106,7 @@ def _peak_rss_mb(*args: object) -> float:
     # VmHWM, not ru_maxrss: Linux carries the spawning process's high-water mark across exec
     # into ru_maxrss, so the test's own event arrays would count
     code = (
-        "import sys; from leod.cli import main; rc = main(sys.argv[1:]); "
+        "import sys; from leod.plumbing.cli import main; rc = main(sys.argv[1:]); "
         "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
         "print(int(hwm.split()[1]) / 1024); sys.exit(rc)"
     )

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import vl_convert
 
-from leod.atomic import write_text
 from leod.evaluation.confusion import confusion_matrix
+from leod.plumbing.atomic import write_text
 from leod.report.plots_page import PAGE_NAME, write_plots_page
 from leod.report.rows import collect_rows
 from leod.report.tables import rounds_csv

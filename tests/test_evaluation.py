@@ -25,7 +25,6 @@ from pycocotools.coco import COCO as RefCOCO
 from pycocotools.cocoeval import COCOeval as RefCOCOeval
 
 from leod.config import EvalFilter
-from leod.errors import ConfigError, DataFormatError, LeodError
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
 from leod.evaluation.prophesee import (
     UNDEFINED,
@@ -35,6 +34,7 @@ from leod.evaluation.prophesee import (
     scaled_filter,
 )
 from leod.labels.boxes import empty_boxes
+from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
 
 NO_FILTER = EvalFilter(skip_first_us=0, min_diag=0.0, min_side=0.0)
 HALF = 51 / 101  # AP at one IoU threshold when the top-scored half of the GT is found

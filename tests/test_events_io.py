@@ -9,7 +9,6 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter for the hand-made D
 import numpy as np
 import pytest
 
-from leod.errors import DataFormatError, MissingInputError
 from leod.events import open_recording
 from leod.events.dat import RECORD_DTYPE, DatReader, pack_words, write_dat
 from leod.events.evt import EvtReader
@@ -17,6 +16,7 @@ from leod.events.h5 import H5Reader, write_h5_events
 from leod.events.policy import ReadPolicy
 from leod.events.reader import EventReader
 from leod.events.types import Events
+from leod.plumbing.errors import DataFormatError, MissingInputError
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-events"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real-events not present")

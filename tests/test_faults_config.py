@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leod.errors import LeodError, one_line
-from leod.progress import progress_bar
-from leod.stage import parser, run
+from leod.plumbing.errors import LeodError, one_line
+from leod.plumbing.progress import progress_bar
+from leod.plumbing.stage import parser, run
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS_TEXT = (REPO / "params.yaml").read_text()

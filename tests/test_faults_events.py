@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from evt_encode import encode_evt3, write_raw
-from leod.errors import DataFormatError
 from leod.events import open_recording
 from leod.events.dat import EVENT_SIZE, write_dat
 from leod.events.h5 import write_h5_events
 from leod.events.policy import ReadPolicy
 from leod.events.types import Events, ReadStats
+from leod.plumbing.errors import DataFormatError
 
 HEIGHT, WIDTH = 96, 128
 N = 4000

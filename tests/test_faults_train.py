@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from leod.errors import LeodError
+from leod.plumbing.errors import LeodError
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels, save_pseudo_labels
 from test_training import stage_args, stage_inputs, tiny_data  # noqa: F401  (tiny_data: a fixture)
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from leod.errors import ConfigError, DataFormatError
 from leod.events.types import Events
+from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.preprocess.histogram import _time_bin, output_shape, stacked_histogram, stacked_histograms
 from leod.preprocess.histogram_reference import reference_stacked_histogram
 

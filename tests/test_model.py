@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import empty_boxes
 from leod.model.backbone import pad_to_multiple
 from leod.model.box_ops import cxcywh_to_xyxy, pairwise_iou
@@ -22,6 +21,7 @@ from leod.model.nms import batched_nms, batched_nms_torch
 from leod.model.postprocess import postprocess
 from leod.model.simota import Assignment, simota_assign
 from leod.model.targets import BoxTargets
+from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.schema import from_dict, to_dict
 
 

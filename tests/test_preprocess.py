@@ -121,8 +121,8 @@ def test_stage_missing_raw_folder(tmp_path, params_dict, run_stage):
 
 
 def test_negative_box_size_is_rejected(tmp_path):
-    from leod.errors import DataFormatError
     from leod.labels.boxes import EVALUATOR_DTYPE, LEGACY_GEN1_DTYPE
+    from leod.plumbing.errors import DataFormatError
 
     boxes = np.zeros(2, dtype=EVALUATOR_DTYPE)
     boxes["w"], boxes["h"] = [5, -1], [5, 5]

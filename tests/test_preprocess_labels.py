@@ -100,7 +100,7 @@ def test_grid_and_frame_mapping():
 
 @pytest.mark.parametrize("bad", [dict(height=0), dict(width=-3)])
 def test_preset_dimensions_are_validated(bad):
-    from leod.errors import ConfigError
+    from leod.plumbing.errors import ConfigError
     from leod.schema import from_dict
 
     with pytest.raises(ConfigError, match="datasets.x"):

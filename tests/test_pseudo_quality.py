@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leod.errors import ConfigError, DataFormatError, LeodError
 from leod.labels.boxes import empty_boxes
+from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
 from leod.pseudo.quality import IOU_THRESHOLDS, pr_curve, pseudo_label_quality
 
 CLASSES = ["car", "pedestrian"]

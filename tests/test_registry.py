@@ -10,10 +10,10 @@ import torch
 import yaml
 
 from leod.config import params_from_dict
-from leod.errors import ConfigError, LeodError, MissingInputError
 from leod.model.detector import RecurrentDetector
-from leod.registry import check_sequence, load_registered, register_model
-from leod.serving import COLUMNS, DetectorModel, detect_frames
+from leod.plumbing.errors import ConfigError, LeodError, MissingInputError
+from leod.plumbing.registry import check_sequence, load_registered, register_model
+from leod.plumbing.serving import COLUMNS, DetectorModel, detect_frames
 from leod.training.model_files import load_model, save_model
 from test_training import tiny_data  # noqa: F401  (a module fixture: the tiny preprocessed dataset)
 from tiny import tiny_dict
@@ -98,7 +98,7 @@ def test_failed_check_leaves_the_alias_where_it_was(model_dir, store, check_seq,
 
 
 def test_bad_check_data_fails_before_the_registry_is_touched(model_dir, store, tmp_path, params_dict) -> None:
-    from leod.cli import main
+    from leod.plumbing.cli import main
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_dict(params_dict)))
     status = main(

@@ -15,11 +15,11 @@ import h5py
 import numpy as np
 import pytest
 
-from leod.atomic import save_npy, save_npz, write_text
 from leod.data.layout import Manifest
 from leod.data.sequence import Split
-from leod.errors import DataFormatError
 from leod.labels.boxes import empty_boxes
+from leod.plumbing.atomic import save_npy, save_npz, write_text
+from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_labels
 from leod.report.document import render_markdown, write_report
 from leod.report.figures import plot_frames
@@ -359,6 +359,6 @@ def test_stage_writes_report(
 
 def test_compare_loads_neither_matplotlib_nor_h5py() -> None:
     """Printing a table must stay cheap: the table path imports no plotting or HDF5 library."""
-    code = "import sys, leod.compare; print(sorted({'matplotlib', 'h5py'} & set(sys.modules)))"
+    code = "import sys, leod.plumbing.compare; print(sorted({'matplotlib', 'h5py'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

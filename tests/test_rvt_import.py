@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from leod.errors import DataFormatError
 from leod.interop.rvt_import import import_rvt, read_rvt_state_dict
 from leod.interop.unpickle import Inert, load_checkpoint
 from leod.model.postprocess import postprocess
+from leod.plumbing.errors import DataFormatError
 from leod.training.model_files import load_model
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "rvt-parity"

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leod.atomic import save_npy, save_npz
 from leod.config import SubsampleConfig
 from leod.data.layout import MANIFEST, Manifest
-from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import empty_boxes
+from leod.plumbing.atomic import save_npy, save_npz
+from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.subsample import make_split, ssod_sequences, wsod_frames
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leod.errors import ConfigError
 from leod.events.dat import DatReader
 from leod.events.types import Events
 from leod.labels.boxes import BOX_DTYPE, load_bbox_npy
+from leod.plumbing.errors import ConfigError
 from leod.schema import from_dict, to_dict
 from leod.synthetic.config import ObjectClassConfig, Range, SplitCounts, SyntheticConfig
 from leod.synthetic.esim import EsimSensor

@@ -8,8 +8,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import BOX_DTYPE, clip_to_frame
+from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.pseudo.config import PseudoConfig, TrackerConfig
 from leod.pseudo.tracker import TrackStats, track_filter
 

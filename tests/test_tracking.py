@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from leod.errors import LeodError
-from leod.tracking import (
+from leod.plumbing.errors import LeodError
+from leod.plumbing.tracking import (
     NullTracker,
     ensure_store,
     find_root,
@@ -203,7 +203,7 @@ def test_unreachable_http_server_fails_fast(monkeypatch: pytest.MonkeyPatch) -> 
 
 _KILLED_CHILD = """
 import os, signal
-from leod.tracking import stage_run
+from leod.plumbing.tracking import stage_run
 with stage_run("train", {"a": 1}, "leod-test") as tracker:
     print(tracker.run_id, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -318,6 +318,6 @@ def test_disabled_tracking_is_a_no_op(repo: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_import_does_not_load_mlflow() -> None:
-    code = "import sys, leod.tracking; print('mlflow' in sys.modules)"
+    code = "import sys, leod.plumbing.tracking; print('mlflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert done.stdout.strip() == "False"

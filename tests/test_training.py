@@ -137,7 +137,7 @@ def test_saved_model_rebuilds_and_rejects_other_presets(tiny_data):
     assert sum(p.numel() for p in model.parameters()) > 0
     d = copy.deepcopy(info["params"])
     d["model"]["preset"] = "tiny"
-    from leod.errors import DataFormatError
+    from leod.plumbing.errors import DataFormatError
 
     other = tiny_params(d)
     with pytest.raises(DataFormatError, match="model.preset='nano' but params say 'tiny'"):
@@ -145,8 +145,8 @@ def test_saved_model_rebuilds_and_rejects_other_presets(tiny_data):
 
 
 def test_non_finite_loss_stops_with_a_clear_error(tiny_data):
-    from leod.errors import LeodError
     from leod.model.detector import RecurrentDetector
+    from leod.plumbing.errors import LeodError
 
     root, info = tiny_data
     params = tiny_params(info["params"], steps=6, checkpoint_every=1)

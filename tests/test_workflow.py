@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from leod.compare import compare
+from leod.plumbing.compare import compare
 from tiny import dvc_env, git, make_repo_copy, sh, tiny_chain
 
 pytestmark = pytest.mark.slow

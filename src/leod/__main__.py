@@ -1,7 +1,7 @@
-"""``python -m leod``: see :mod:`leod.cli`."""
+"""``python -m leod``: see :mod:`leod.plumbing.cli`."""
 
 import sys
 
-from leod.cli import main
+from leod.plumbing.cli import main
 
 sys.exit(main())

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 
 from leod.data.sampling import DataConfig
-from leod.errors import ConfigError
 from leod.model.config import ModelConfig
+from leod.plumbing.errors import ConfigError
 from leod.pseudo.config import PseudoConfig, RoundConfig, SelfTrainConfig
 from leod.schema import from_dict, rng
 from leod.synthetic.config import SyntheticConfig

@@ -17,7 +17,7 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
-from leod.errors import ConfigError
+from leod.plumbing.errors import ConfigError
 
 T = TypeVar("T")
 

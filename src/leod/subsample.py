@@ -23,7 +23,7 @@ import numpy as np
 from leod.config import SubsampleConfig
 from leod.data.layout import Manifest, SequencePaths
 from leod.data.sequence import check_sequence_length
-from leod.errors import DataFormatError
+from leod.plumbing.errors import DataFormatError
 
 
 @dataclass(frozen=True)

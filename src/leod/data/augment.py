@@ -15,8 +15,8 @@ from typing import Literal
 
 import numpy as np
 
-from leod.errors import ConfigError
 from leod.labels.boxes import clip_to_frame
+from leod.plumbing.errors import ConfigError
 from leod.schema import rng
 
 #: Boxes narrower or lower than this (pixels) after a zoom are dropped: too small to learn.

@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from leod.errors import DataFormatError, MissingInputError
+from leod.plumbing.errors import DataFormatError, MissingInputError
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"

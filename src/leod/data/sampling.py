@@ -30,7 +30,7 @@ import numpy as np
 
 from leod.data.augment import IDENTITY, AugmentConfig, AugParams, draw_augmentation
 from leod.data.sequence import SequenceData
-from leod.errors import ConfigError, DataFormatError
+from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.schema import rng
 
 T = TypeVar("T")

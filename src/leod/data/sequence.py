@@ -23,8 +23,8 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 
 from leod.data.layout import Manifest, SequencePaths
-from leod.errors import ConfigError, DataFormatError, MissingInputError
 from leod.labels.boxes import clip_to_frame, to_internal, validate_boxes
+from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError
 
 #: LEOD marks boxes that must be neither learned nor treated as background with this class.
 IGNORE_CLASS_ID = 1024

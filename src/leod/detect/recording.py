@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from leod.config import DatasetPreset, RepresentationConfig
-from leod.errors import DataFormatError
 from leod.events import open_recording
 from leod.events.types import Events
 from leod.labels.boxes import EVALUATOR_DTYPE, empty_boxes
 from leod.model.detector import RecurrentDetector
+from leod.plumbing.errors import DataFormatError
+from leod.plumbing.progress import progress_bar
 from leod.preprocess.convert import stream_histograms
-from leod.progress import progress_bar
 
 
 @dataclass(frozen=True)

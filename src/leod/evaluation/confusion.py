@@ -23,10 +23,10 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from leod.atomic import atomic_path
 from leod.config import EvalFilter
-from leod.errors import ConfigError
 from leod.evaluation.prophesee import build_eval_frames
+from leod.plumbing.atomic import atomic_path
+from leod.plumbing.errors import ConfigError
 
 BACKGROUND = "background"
 

@@ -32,8 +32,8 @@ import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
 from leod.config import EvalFilter
-from leod.errors import ConfigError, DataFormatError, LeodError
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
 
 #: Names of ``COCOeval.stats[0:6]`` in the metrics dict, in that order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP_S", "AP_M", "AP_L")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from leod.errors import DataFormatError, MissingInputError
 from leod.events.dat import DatReader
 from leod.events.evt import EvtReader
 from leod.events.h5 import H5Reader
 from leod.events.policy import ReadPolicy
 from leod.events.reader import DEFAULT_CHUNK_SIZE, EventReader
+from leod.plumbing.errors import DataFormatError, MissingInputError
 
 _READERS: dict[str, type[DatReader] | type[EvtReader] | type[H5Reader]] = {
     ".dat": DatReader,

@@ -17,8 +17,6 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from leod.atomic import atomic_path
-from leod.errors import DataFormatError
 from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
@@ -30,6 +28,8 @@ from leod.events.reader import (
     resolve_dimension,
 )
 from leod.events.types import Events
+from leod.plumbing.atomic import atomic_path
+from leod.plumbing.errors import DataFormatError
 
 RECORD_DTYPE = np.dtype([("t", "<u4"), ("w", "<i4")])
 EVENT_SIZE = 8

@@ -21,7 +21,6 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from leod.errors import DataFormatError
 from leod.events.policy import A_LAST, KERNEL, ReadPolicy, clean_run, count_corrupt_word, keep_event, limits
 from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
@@ -32,6 +31,7 @@ from leod.events.reader import (
     read_percent_header,
     resolve_dimension,
 )
+from leod.plumbing.errors import DataFormatError
 
 # Sensor size (height, width) by plugin-name fragment, for files without a geometry line.
 # Checked in order, so the more specific fragments come first.

@@ -17,11 +17,11 @@ import hdf5plugin
 import numpy as np
 from numba import njit
 
-from leod.atomic import atomic_path
-from leod.errors import DataFormatError
 from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
 from leod.events.reader import DEFAULT_CHUNK_SIZE, EventReader, OutputBuffer, resolve_dimension
 from leod.events.types import Events
+from leod.plumbing.atomic import atomic_path
+from leod.plumbing.errors import DataFormatError
 
 _FIELDS = ("x", "y", "p", "t")
 _WRITE_CHUNK = 1 << 16

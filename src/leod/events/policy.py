@@ -43,8 +43,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from leod.errors import DataFormatError
 from leod.events.types import ReadStats
+from leod.plumbing.errors import DataFormatError
 
 
 @dataclass(frozen=True)

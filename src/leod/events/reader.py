@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from leod.errors import DataFormatError, MissingInputError
 from leod.events.policy import (
     A_BASE,
     A_ERROR,
@@ -35,6 +34,7 @@ from leod.events.policy import (
     stats_of,
 )
 from leod.events.types import Events, ReadStats
+from leod.plumbing.errors import DataFormatError, MissingInputError
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 """File records decoded per step (DAT events, EVT words, HDF5 rows): bounds the memory of a pass."""

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from leod.atomic import atomic_path
 from leod.config import load_params
-from leod.errors import DataFormatError, LeodError
 from leod.model import maxvit
 from leod.model.backbone import pad_to_multiple
 from leod.model.detector import RecurrentDetector
+from leod.plumbing.atomic import atomic_path
+from leod.plumbing.errors import DataFormatError, LeodError
 
 #: ONNX opset of the exported graph (LayerNormalization needs >= 17)
 OPSET = 18

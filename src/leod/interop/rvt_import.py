@@ -27,12 +27,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from leod.atomic import atomic_path, write_json
-from leod.errors import DataFormatError
 from leod.interop.unpickle import load_checkpoint
 from leod.model.config import ModelConfig, PresetName
 from leod.model.detector import RecurrentDetector
 from leod.model.maxvit import PartitionAttention
+from leod.plumbing.atomic import atomic_path, write_json
+from leod.plumbing.errors import DataFormatError
 from leod.schema import to_dict
 from leod.training.model_files import BEST_WEIGHTS, MODEL_INFO
 

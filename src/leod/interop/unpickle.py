@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import torch
 
-from leod.errors import DataFormatError
+from leod.plumbing.errors import DataFormatError
 
 
 class Inert:

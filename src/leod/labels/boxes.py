@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leod.errors import DataFormatError
+from leod.plumbing.errors import DataFormatError
 
 BOX_DTYPE = np.dtype(
     [
@@ -143,7 +143,7 @@ def to_evaluator(boxes: np.ndarray) -> np.ndarray:
 
 def save_bbox_npy(path: str | os.PathLike[str], boxes: np.ndarray) -> None:
     """Write boxes in the evaluator dtype, the format that RVT and the toolbox read."""
-    from leod.atomic import save_npy
+    from leod.plumbing.atomic import save_npy
 
     save_npy(path, to_evaluator(boxes))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from leod.errors import ConfigError
+from leod.plumbing.errors import ConfigError
 from leod.schema import optional, rng
 
 #: Strides of the four backbone stages (patch-4 stem, then three 2x downsamplings).

@@ -17,7 +17,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from leod.errors import DataFormatError
 from leod.model.backbone import RecurrentBackbone, pad_to_multiple
 from leod.model.config import ModelConfig
 from leod.model.convlstm import LstmStates, detach_states, reset_states
@@ -26,6 +25,7 @@ from leod.model.losses import LossTerms, yolox_loss
 from leod.model.pafpn import PAFPN
 from leod.model.postprocess import Detections, postprocess
 from leod.model.targets import BoxTargets
+from leod.plumbing.errors import DataFormatError
 
 
 class RecurrentDetector(nn.Module):

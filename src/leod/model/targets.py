@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from leod.errors import DataFormatError
+from leod.plumbing.errors import DataFormatError
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from leod.atomic import atomic_path
 from leod.config import Params
 from leod.data.layout import MANIFEST, SPLITS, Manifest, SequencePaths
 from leod.data.sequence import SequenceData
-from leod.errors import DataFormatError, MissingInputError
+from leod.plumbing.atomic import atomic_path
+from leod.plumbing.errors import DataFormatError, MissingInputError
+from leod.plumbing.progress import progress_bar
 from leod.preprocess.convert import (
     Recording,
     SequenceSummary,
@@ -28,7 +29,6 @@ from leod.preprocess.convert import (
     grid_us,
 )
 from leod.preprocess.labels import BoxFilterStats
-from leod.progress import progress_bar
 
 
 @dataclass(frozen=True)

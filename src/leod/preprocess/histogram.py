@@ -32,8 +32,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from leod.errors import ConfigError, DataFormatError
 from leod.events.types import Events
+from leod.plumbing.errors import ConfigError, DataFormatError
 
 #: Largest count a uint8 channel can hold; RVT saturates ``count_cutoff`` here.
 MAX_COUNT = 255

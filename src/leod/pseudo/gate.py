@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from leod.errors import DataFormatError, MissingInputError, read_json
+from leod.plumbing.errors import DataFormatError, MissingInputError, read_json
 
 #: the eval_pseudo metric the gate reads
 GATE_METRIC = "precision@0.5"

@@ -29,7 +29,7 @@ from leod.data.sequence import SequenceData
 from leod.labels.boxes import BOX_DTYPE, clip_to_frame
 from leod.model.detector import RecurrentDetector
 from leod.model.nms import batched_nms
-from leod.progress import progress_bar
+from leod.plumbing.progress import progress_bar
 from leod.pseudo.config import PseudoConfig
 from leod.pseudo.store import SequenceLabels
 from leod.pseudo.tracker import TrackStats, track_filter

@@ -48,10 +48,10 @@ import numpy as np
 
 from leod.config import EvalFilter
 from leod.data.sequence import SequenceData
-from leod.errors import ConfigError, DataFormatError, LeodError
 from leod.evaluation.confusion import box_corners, greedy_match
 from leod.evaluation.prophesee import UNDEFINED, evaluate_detection
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
 from leod.pseudo.store import SequenceLabels
 from leod.training.inference import ground_truth
 

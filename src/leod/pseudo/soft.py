@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from leod.data.sequence import LabelArrays
-from leod.errors import DataFormatError
+from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from leod.atomic import save_npz
-from leod.errors import DataFormatError, MissingInputError
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.plumbing.atomic import save_npz
+from leod.plumbing.errors import DataFormatError, MissingInputError
 
 LABELS_FILE = "labels.npz"
 _SEP = "/"

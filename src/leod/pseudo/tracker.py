@@ -14,8 +14,8 @@ from dataclasses import astuple, dataclass
 import numpy as np
 from numba import njit
 
-from leod.errors import ConfigError, DataFormatError
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.pseudo.config import TrackerConfig
 
 _METHODS = ("forward", "forward_or_backward")

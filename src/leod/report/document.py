@@ -6,8 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from leod.atomic import write_text
 from leod.evaluation.prophesee import METRIC_NAMES
+from leod.plumbing.atomic import write_text
 from leod.pseudo.store import load_pseudo_labels
 from leod.report.figures import plot_ap, plot_frames, plot_pr
 from leod.report.frames import FrameInputs, load_predictions, select_examples

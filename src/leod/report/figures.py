@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
-from leod.atomic import atomic_path
+from leod.plumbing.atomic import atomic_path
 from leod.report.frames import FrameExample
 from leod.report.rows import POINT_IOU, PRECISION_KEY, RECALL_KEY, PRCurve, RunRow
 

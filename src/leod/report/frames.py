@@ -11,8 +11,8 @@ import numpy as np
 
 from leod.data.layout import load_manifest
 from leod.data.sequence import IGNORE_CLASS_ID, SequenceData, Split
-from leod.errors import DataFormatError
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels
 
 

@@ -14,7 +14,7 @@ from importlib.metadata import version
 
 import vl_convert
 
-from leod.atomic import write_text
+from leod.plumbing.atomic import write_text
 
 #: file name of the page template in the report folder (``.dvc/config`` names it)
 PAGE_NAME = "plots_page.html"

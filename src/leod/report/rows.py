@@ -10,7 +10,7 @@ Inputs read:
 
 Stages can be gated or not yet run, so a missing file is a finding to report, not an error
 (``RunRow.missing``). A file that exists but is not what its producer writes is an error
-(:class:`~leod.errors.DataFormatError`).
+(:class:`~leod.plumbing.errors.DataFormatError`).
 
 The headline number is the *gap closed* of a round, ``(AP_rK - AP_r0) / (AP_full - AP_r0)``:
 the share of the AP lost by training on sparse labels that self-training won back.
@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from leod.errors import ConfigError, DataFormatError
+from leod.plumbing.errors import ConfigError, DataFormatError
 
 #: IoU threshold of the pseudo-label operating point shown in the table and the PR figure.
 POINT_IOU = "0.5"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from leod.errors import ConfigError
+from leod.plumbing.errors import ConfigError
 from leod.schema import rng
 
 #: The splits of the Gen1 layout, in the order used to derive per-sequence seeds.

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from leod.atomic import atomic_path, write_json
 from leod.events.dat import write_dat
 from leod.labels.boxes import save_bbox_npy
-from leod.progress import progress_bar
+from leod.plumbing.atomic import atomic_path, write_json
+from leod.plumbing.progress import progress_bar
 from leod.schema import to_dict
 from leod.synthetic.config import SPLITS, SyntheticConfig
 from leod.synthetic.simulate import sequence_seed, simulate_sequence

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from leod.atomic import atomic_path
-from leod.errors import DataFormatError, MissingInputError
+from leod.plumbing.atomic import atomic_path
+from leod.plumbing.errors import DataFormatError, MissingInputError
 
 FORMAT_VERSION = 1
 _KEYS = (

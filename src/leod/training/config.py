@@ -35,7 +35,7 @@ class TrainConfig:
     max_nonfinite_steps: int = field(default=3, metadata=rng(ge=1))
 
     def check(self, key: str) -> None:
-        from leod.errors import ConfigError
+        from leod.plumbing.errors import ConfigError
 
         if self.pct_start * self.steps <= 1:
             raise ConfigError(

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from leod.errors import ConfigError
+from leod.plumbing.errors import ConfigError
 
 #: the first compute capability with bf16 units (Ampere)
 BF16_CAPABILITY = (8, 0)

@@ -36,11 +36,11 @@ from leod.data.layout import load_manifest
 from leod.data.loader import iterate_batches
 from leod.data.sampling import TrainSampler
 from leod.data.sequence import LabelArrays, LabelFiles, open_sequences
-from leod.errors import DataFormatError, LeodError
 from leod.model.detector import RecurrentDetector
 from leod.model.targets import BoxTargets
-from leod.progress import progress_bar
-from leod.tracking import NullTracker
+from leod.plumbing.errors import DataFormatError, LeodError
+from leod.plumbing.progress import progress_bar
+from leod.plumbing.tracking import NullTracker
 from leod.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from leod.training.device import autocast, grad_scaler, pick_device
 from leod.training.inference import evaluate_model

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from leod.atomic import atomic_path, write_json
 from leod.config import Params
-from leod.errors import ConfigError, DataFormatError, MissingInputError, read_json
 from leod.model.config import ModelConfig
 from leod.model.detector import RecurrentDetector
+from leod.plumbing.atomic import atomic_path, write_json
+from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError, read_json
 from leod.schema import from_dict, to_dict
 from leod.training.checkpoint import load_plain
 

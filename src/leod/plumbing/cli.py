@@ -2,11 +2,11 @@
 
 ``compare [SOURCE ...]``
     The round table (test AP, pseudo precision/recall, gap closed) of the workspace, of git
-    revisions or of DVC experiments, read from metrics/ only (see :mod:`leod.compare`).
+    revisions or of DVC experiments, read from metrics/ only (see :mod:`leod.plumbing.compare`).
 ``register [--model DIR] [--name NAME] [--alias ALIAS]``
     Publish a model folder to the MLflow registry, load it back and check it predicts
     exactly what the pipeline's own inference predicts with the folder's model, and only
-    then point the alias at it (see :mod:`leod.registry`).
+    then point the alias at it (see :mod:`leod.plumbing.registry`).
 
 ``import-rvt CKPT --out DIR --preset tiny|small|base --dataset gen1|gen4``
     A published RVT or LEOD Lightning checkpoint as a model folder (see
@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from leod.config import load_params
-from leod.errors import ConfigError, LeodError
-from leod.stage import report_error
+from leod.plumbing.errors import ConfigError, LeodError
+from leod.plumbing.stage import report_error
 
 DEFAULT_NAME = "leod-detector"
 DEFAULT_ALIAS = "champion"
@@ -57,14 +57,14 @@ def check_registry_names(name: str, alias: str) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from leod.compare import compare
+    from leod.plumbing.compare import compare
 
     print(compare(Path(args.repo), args.sources, args.metrics))
 
 
 def cmd_register(args: argparse.Namespace) -> None:
     check_registry_names(args.name, args.alias)
-    from leod.registry import check_sequence, register_model
+    from leod.plumbing.registry import check_sequence, register_model
 
     params = load_params(args.params)
     model_dir = Path(args.model or f"models/{params.round_order()[-1] if params.rounds else 'r0'}")
@@ -125,8 +125,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_detect(args: argparse.Namespace) -> None:
     import torch
 
-    from leod.atomic import save_npy
     from leod.detect.recording import DetectOptions, detect_recording, fix_malloc_mmap_threshold
+    from leod.plumbing.atomic import save_npy
     from leod.training.model_files import load_model
 
     fix_malloc_mmap_threshold()

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from leod.errors import DataFormatError
 from leod.model.detector import RecurrentDetector
+from leod.plumbing.errors import DataFormatError
 from leod.training.model_files import load_model
 
 COLUMNS = ["frame", "x", "y", "w", "h", "class_id", "class_confidence", "objectness"]

@@ -5,8 +5,8 @@ by hand on the model a user chose (by default the chain's last round), after com
 rounds and experiments. It
 
 1. opens a ``register`` run in the project's MLflow store (same store and tags as the
-   stages, see :mod:`leod.tracking`),
-2. logs the model folder as a ``pyfunc`` model from code (:mod:`leod.serving`; no pickle),
+   stages, see :mod:`leod.plumbing.tracking`),
+2. logs the model folder as a ``pyfunc`` model from code (:mod:`leod.plumbing.serving`; no pickle),
 3. registers it as a new version of ``name``, tagged with where it came from (model folder,
    weights SHA-256, commit, DVC experiment),
 4. loads that version back through MLflow and checks that it predicts, on the first frames
@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 
 from leod.data.sequence import SequenceData
-from leod.errors import ConfigError, LeodError
-from leod.tracking import Tracker, stage_run, tracking_uri
+from leod.plumbing.errors import ConfigError, LeodError
+from leod.plumbing.tracking import Tracker, stage_run, tracking_uri
 from leod.training.model_files import BEST_WEIGHTS, load_model, read_model_info
 from leod.training.recipe import file_sha256
 
@@ -81,8 +81,8 @@ def check_sequence(root: Path) -> SequenceData:
 
 def pipeline_detections(model_dir: Path, seq: SequenceData, count: int, device: torch.device) -> pd.DataFrame:
     """The detections of the first ``count`` frames of ``seq`` by the pipeline's inference path
-    (:func:`leod.training.inference.iter_frame_detections`), laid out as :mod:`leod.serving`'s."""
-    from leod.serving import detection_table
+    (:func:`leod.training.inference.iter_frame_detections`), laid out as :mod:`leod.plumbing.serving`'s."""
+    from leod.plumbing.serving import detection_table
     from leod.training.inference import InferenceOptions, iter_frame_detections
 
     model, _ = load_model(model_dir)

@@ -1,6 +1,6 @@
 """The MLflow store every stage logs to: where it is, and opening it safely.
 
-See :mod:`leod.tracking` for where runs go. Opening the store checks it before any work
+See :mod:`leod.plumbing.tracking` for where runs go. Opening the store checks it before any work
 starts (a sqlite store must be writable, an ``http(s)://`` server must accept
 connections), serialises store and experiment creation between processes, and creates
 the experiment tagged for MLflow 3's runs view.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from leod.errors import LeodError
+from leod.plumbing.errors import LeodError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -46,7 +46,7 @@ _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The repository root that holds the MLflow store (see :mod:`leod.tracking`)."""
+    """The repository root that holds the MLflow store (see :mod:`leod.plumbing.tracking`)."""
     dvc_root = os.environ.get("DVC_ROOT")
     if dvc_root:
         return Path(dvc_root).resolve()
@@ -238,7 +238,7 @@ def ensure_store(experiment_name: str, root: Path | None = None) -> tuple[str, s
     """Create the store and experiment if needed; return ``(tracking_uri, experiment_id)``.
 
     Idempotent and safe when several processes call it at once. Raises
-    :class:`~leod.errors.LeodError` when the store cannot be written, so a stage fails
+    :class:`~leod.plumbing.errors.LeodError` when the store cannot be written, so a stage fails
     before training rather than after it.
     """
     _, uri, experiment_id = open_store(experiment_name, root)

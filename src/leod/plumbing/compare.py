@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from leod.errors import ConfigError, MissingInputError
+from leod.plumbing.errors import ConfigError, MissingInputError
 from leod.report.rows import RunRow, collect_rows
 from leod.report.tables import compact_table
 

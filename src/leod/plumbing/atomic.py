@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from leod.errors import OutputError
+from leod.plumbing.errors import OutputError
 
 if TYPE_CHECKING:
     import h5py

@@ -37,8 +37,8 @@ Disabling
     :class:`NullTracker` with the same methods and touch no store: unit tests of other
     modules and quick local runs need no MLflow database.
 
-The store itself (location, checks, creation) is :mod:`leod.mlflow_store`. mlflow is
-imported lazily (it takes seconds), so ``import leod.tracking`` stays cheap.
+The store itself (location, checks, creation) is :mod:`leod.plumbing.mlflow_store`. mlflow is
+imported lazily (it takes seconds), so ``import leod.plumbing.tracking`` stays cheap.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from leod.errors import MissingInputError
-from leod.mlflow_store import ensure_store, find_root, open_store, retry_locked, tracking_uri
+from leod.plumbing.errors import MissingInputError
+from leod.plumbing.mlflow_store import ensure_store, find_root, open_store, retry_locked, tracking_uri
 from leod.schema import flatten
 
 if TYPE_CHECKING:

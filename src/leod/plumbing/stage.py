@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from leod.config import Params, load_params
-from leod.errors import LeodError, one_line
-from leod.progress import close_all
+from leod.plumbing.errors import LeodError, one_line
+from leod.plumbing.progress import close_all
 
 EXIT_BAD_INPUT = 2
 
