@@ -8,6 +8,11 @@
     exactly what the pipeline's own inference predicts with the folder's model, and only
     then point the alias at it (see :mod:`leod.plumbing.registry`).
 
+``ui [--port PORT]``
+    Start MLflow's UI on the project's store and print the address of the runs table
+    (MLflow 3 opens an experiment on its GenAI traces view otherwise; see
+    :func:`leod.plumbing.mlflow_store.runs_url`).
+
 ``import-rvt CKPT --out DIR --preset tiny|small|base --dataset gen1|gen4``
     A published RVT or LEOD Lightning checkpoint as a model folder (see
     :mod:`leod.interop.rvt_import`); nothing in the file is executed.
@@ -26,7 +31,9 @@ its results. Errors are one ``error:`` line and exit status 2, as for the stages
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,17 +86,32 @@ def cmd_register(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    from leod.plumbing.mlflow_store import runs_url
+    from leod.plumbing.tracking import ensure_store
+
+    experiment = args.experiment or load_params(args.params).tracking.experiment
+    uri, experiment_id = ensure_store(experiment)
+    url = runs_url(experiment_id, f"http://{args.host}:{args.port}")
+    print(f"MLflow UI on {uri}\nruns of experiment '{experiment}': {url}\n(Ctrl-C stops it)", flush=True)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    command += ["--workers", str(args.workers)]
+    os.execv(sys.executable, [sys.executable, "-m", *command])
+
+
 HELP = """\
 Commands that read what the pipeline (dvc repro) produced; they run nothing expensive.
 
   compare    the round table (test AP, pseudo-label precision/recall, gap closed)
   register   publish a model to the MLflow registry under an alias and check it loads back
+  ui         start MLflow's UI on the project's store and print the runs table's address
 
 Examples:
   python -m leod compare                       # the workspace's metrics/
   python -m leod compare HEAD~1 workspace      # a commit beside the workspace
   python -m leod compare my-exp                # a DVC experiment (dvc exp show lists them)
   python -m leod register --alias champion     # the last round's model
+  python -m leod ui                            # then open the printed address
 
 Errors are one 'error:' line and exit status 2, as for the stages.
 """
@@ -147,6 +169,18 @@ def cmd_detect(args: argparse.Namespace) -> None:
     save_npy(args.out, done.boxes)
     rate = f"{done.events / done.seconds:,.0f} events/s, {done.frames / done.seconds:.1f} frames/s"
     print(f"wrote {args.out}: {len(done.boxes)} boxes in {done.frames} windows ({rate})")
+
+
+_UI_HELP = """\
+Start MLflow's UI on the store the stages log to (MLFLOW_TRACKING_URI, else mlflow.db at
+the repository root) and print the address that opens the experiment's runs table with
+the test AP, best val AP and pseudo-label precision/recall columns. MLflow 3 opens an
+experiment on its GenAI traces view unless the address says workflowType=machine_learning
+(or the "Model training" switch at the top left was used once in that browser).
+
+Example:
+  python -m leod ui --port 5000
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,6 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_detect)
+
+    u = sub.add_parser(
+        "ui",
+        help="start MLflow's UI on the project's store; prints the runs table's address",
+        description=_UI_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    u.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
+    u.add_argument("--workers", type=int, default=1, help="server processes (default: 1; MLflow's own: 4)")
+    u.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of --params)")
+    u.add_argument("--params", default="params.yaml", help="params file naming the experiment")
+    u.set_defaults(func=cmd_ui)
     return p
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -41,8 +42,24 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-# The experiment tag MLflow 3's UI reads to open an experiment on its runs (classic ML view).
+# The experiment tag MLflow 3.0-3.x UIs read to open an experiment on its runs (classic ML
+# view). MLflow 3.17's UI ignores it: it takes the view from the page's `workflowType`
+# parameter, else the browser's localStorage `mlflow.workflowType_v1`, else "genai"; hence
+# runs_url(). The tag stays for the releases that read it.
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# A saved runs-table layout ("shared view" in MLflow's UI): the experiment tag
+# `mlflow.sharedViewState.<key>` holds JSON that the page named by `viewStateShareKey=<key>`
+# applies. Columns are `metrics.`name`` / `tags.`name``, as the UI writes them.
+VIEW_KEY = "leod-runs"
+VIEW_COLUMNS = (
+    "tags.`dvc.exp_name`",
+    "metrics.`test/AP`",
+    "metrics.`test/AP50`",
+    "metrics.`best_val_AP`",
+    "metrics.`pseudo/precision_at_0.5`",
+    "metrics.`pseudo/recall_at_0.5`",
+)
+_VIEW_TAG = (f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps({"selectedColumns": list(VIEW_COLUMNS)}))
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -80,6 +97,16 @@ def _sqlite_path(uri: str) -> Path | None:
 def _artifact_location(uri: str) -> str | None:
     db = _sqlite_path(uri)
     return None if db is None else (db.parent / "mlruns").as_posix()
+
+
+def runs_url(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The UI page of an experiment's runs table with the project's columns.
+
+    ``workflowType=machine_learning`` opens the runs (MLflow 3.17 opens its GenAI traces
+    view otherwise) and ``viewStateShareKey`` applies the layout stored by open_store.
+    """
+    query = f"workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
 def _unwritable(uri: str, why: str) -> LeodError:
@@ -191,7 +218,7 @@ def _get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
     if existing is None:
         try:
             return client.create_experiment(
-                name, artifact_location=_artifact_location(uri), tags=dict([_EXPERIMENT_KIND])
+                name, artifact_location=_artifact_location(uri), tags=dict([_EXPERIMENT_KIND, _VIEW_TAG])
             )
         except MlflowException as exc:
             # Another process (one not sharing our lock, e.g. on another host) won the race.
@@ -206,8 +233,9 @@ def _get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
             f"`mlflow experiments restore --experiment-id {existing.experiment_id}` "
             "or choose another experiment name"
         )
-    if _EXPERIMENT_KIND[0] not in existing.tags:
-        client.set_experiment_tag(existing.experiment_id, *_EXPERIMENT_KIND)
+    for key, value in (_EXPERIMENT_KIND, _VIEW_TAG):
+        if existing.tags.get(key) != value:
+            client.set_experiment_tag(existing.experiment_id, key, value)
     return existing.experiment_id
 
 
