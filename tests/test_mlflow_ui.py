@@ -128,3 +128,39 @@ def test_ui_opens_on_the_runs_table(store: Path, tmp_path: Path) -> None:
         assert f">{run_name}<" in page, f"run {run_name} not in the rendered runs table"
     for column in ("test/AP", "best_val_AP", "pseudo/precision_at_0.5"):
         assert column in page
+
+
+@pytest.mark.parametrize("keep_original", [False, True], ids=["moved", "copied"])
+def test_store_follows_a_moved_or_copied_repository(
+    store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_original: bool
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri, experiment_id = ensure_store("leod")
+    client = MlflowClient(uri)
+    run = client.search_runs([experiment_id], "attributes.run_name = 'train_r0'")[0]
+    note = tmp_path / "note.txt"
+    note.write_text("artefact\n")
+    client.log_artifact(run.info.run_id, str(note))
+
+    elsewhere = tmp_path / "elsewhere" / "project copy_1"
+    elsewhere.parent.mkdir()
+    (shutil.copytree if keep_original else shutil.move)(store, elsewhere)
+    monkeypatch.chdir(elsewhere)
+    new_uri, new_id = ensure_store("leod")
+    assert (new_uri, new_id) == (f"sqlite:///{elsewhere}/mlflow.db", experiment_id)
+    client = MlflowClient(new_uri)
+    assert client.get_experiment(new_id).artifact_location == f"{elsewhere}/mlruns"
+    runs = client.search_runs([new_id])
+    assert len(runs) == len(_RUNS)
+    assert all(r.info.artifact_uri.startswith(f"{elsewhere}/mlruns/") for r in runs)
+    local = Path(client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path / "dl")))
+    assert local.read_text() == "artefact\n"
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["note.txt"]
+    if keep_original:  # the original keeps its own paths
+        monkeypatch.chdir(store)
+        assert (
+            MlflowClient(ensure_store("leod")[0])
+            .get_run(run.info.run_id)
+            .info.artifact_uri.startswith(f"{store}/mlruns/")
+        )

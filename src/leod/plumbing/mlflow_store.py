@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import tempfile
 import time
 import warnings
@@ -239,6 +240,54 @@ def _get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
     return existing.experiment_id
 
 
+# Tables and columns where MLflow's sqlite store keeps absolute artefact paths.
+_ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def follow_move(uri: str) -> list[str]:
+    """Point a moved or copied repository's store at its own ``mlruns`` folder.
+
+    MLflow stores artefact paths as absolute paths (a relative one is resolved against
+    the working directory when the experiment is created, and every run copies it), so a
+    store moved or copied with its repository still names the old folder. This project
+    keeps a sqlite store's artefacts in ``mlruns`` beside the database, so every prefix
+    ``/<old>/mlruns`` of this store becomes ``<store folder>/mlruns``. Returns the prefixes
+    rewritten (none for other stores).
+    """
+    db = _sqlite_path(uri)
+    new = _artifact_location(uri)
+    if db is None or new is None or not db.is_file():
+        return []
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con, con:
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return []
+        stale = [
+            old
+            for (old,) in con.execute("SELECT DISTINCT artifact_location FROM experiments")
+            if old and old != new and old.endswith("/mlruns") and old.startswith("/")
+        ]
+        for old in stale:
+            for table, column in _ARTIFACT_COLUMNS:
+                if table in tables:
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
+                        (new, len(old) + 1, old, _like_prefix(old) + "/%"),
+                    )
+    for old in stale:
+        _log.warning("MLflow store %s: artefacts moved from %s to %s", uri, old, new)
+    return stale
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def open_store(experiment_name: str, root: Path | None) -> tuple[MlflowClient, str, str]:
     if not experiment_name:
         raise LeodError("MLflow experiment name must not be empty")
@@ -254,6 +303,7 @@ def open_store(experiment_name: str, root: Path | None) -> tuple[MlflowClient, s
 
         try:
             with _creation_lock(uri):
+                follow_move(uri)
                 client, experiment_id = retry_locked(attempt)
         except LeodError:
             raise

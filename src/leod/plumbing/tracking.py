@@ -10,13 +10,17 @@ Where runs go
     repository), else the nearest parent folder holding ``dvc.yaml`` or ``.git``, else the
     working directory. A relative URI would write into the temp copy and lose the runs.
     For a sqlite store, artefacts go to the absolute folder ``mlruns`` beside the database,
-    fixed when the experiment is created, so they never point into a deleted temp folder.
+    fixed when the experiment is created, so they never point into a deleted temp folder;
+    when the repository is moved or copied, opening the store rewrites those paths to the
+    new folder (:func:`leod.plumbing.mlflow_store.follow_move`).
     Other stores (e.g. an ``http://`` server) keep their own artefact location.
     An ``http(s)://`` server is probed first (a closed port or an unknown host fails within
     seconds, not after MLflow's minutes of retries) and MLflow's HTTP retries and timeout
     are bounded unless ``MLFLOW_HTTP_REQUEST_*`` are set.
-    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` so that
-    MLflow 3's UI opens it on the runs table rather than its GenAI traces view.
+    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` (read by
+    earlier MLflow 3 UIs) and carries a stored runs-table layout; MLflow 3.17's UI opens
+    the runs only at the address of :func:`leod.plumbing.mlflow_store.runs_url`, which
+    ``python -m leod ui`` prints.
 
 Run tags
     ``mlflow.source.git.commit`` (HEAD of the code being run, ``unknown`` outside git),
