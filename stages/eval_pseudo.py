@@ -1,5 +1,11 @@
-"""Stage ``eval_pseudo@rK``: precision/recall and COCO AP of a round's pseudo labels against the
-ground truth that the subsample stage withheld."""
+"""Stage eval_pseudo@rK: precision/recall and COCO AP of a round's pseudo labels against the
+ground truth that the subsample stage withheld.
+
+Example (what `dvc repro eval_pseudo@r1` runs):
+  python stages/eval_pseudo.py --round r1 --data data/preprocessed \
+      --split data/splits/train_split.json --pseudo pseudo/r1 \
+      --out metrics/pseudo_r1.json --pr reports/pseudo_r1/pr.csv
+"""
 
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--round", required=True)
+    p.add_argument("--round", required=True, help="round name (r1, r2, ...)")
     p.add_argument("--data", required=True, help="preprocessed dataset folder (full ground truth)")
     p.add_argument("--split", required=True, help="split JSON (which GT frames were kept)")
     p.add_argument("--pseudo", required=True, help="the round's pseudo-label folder")

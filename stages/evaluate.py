@@ -1,5 +1,11 @@
-"""Stages ``evaluate@<name>``: test-split COCO metrics (Prophesee protocol), a confusion matrix and the
-test predictions of a trained model."""
+"""Stages evaluate@<name>: test-split COCO metrics (Prophesee protocol), a confusion matrix and the
+test predictions of a trained model.
+
+Example (what `dvc repro evaluate@r0` runs):
+  python stages/evaluate.py --name r0 --data data/preprocessed --model models/r0 \
+      --out metrics/test_r0.json --confusion reports/r0/confusion.csv \
+      --predictions reports/r0/test_predictions.npz
+"""
 
 from __future__ import annotations
 
@@ -47,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="what is evaluated (r0, full, r1, ...)")
     p.add_argument("--data", required=True, help="preprocessed dataset folder")
     p.add_argument("--model", required=True, help="trained model folder")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--split", default="test", choices=["train", "val", "test"], help="split to evaluate (default: test)"
+    )
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.add_argument("--confusion", required=True, help="confusion-matrix CSV to write")
     p.add_argument("--predictions", required=True, help="predictions to write (npz, one array per sequence)")

@@ -1,4 +1,12 @@
-"""Stage ``preprocess``: raw recordings -> RVT stacked-histogram layout (or index an RVT download)."""
+"""Stage preprocess: raw recordings -> RVT stacked-histogram layout (or index an RVT download).
+
+Reads data/raw/<dataset>/{train,val,test}/ (DAT, EVT 2.0/3.0 RAW or HDF5 events with
+*_bbox.npy labels) with the preset chosen by `dataset` in params.yaml.
+
+Example (what `dvc repro preprocess` runs for the default dataset):
+  python stages/preprocess.py --raw data/raw/synthetic --out data/preprocessed \
+      --metrics metrics/preprocess.json
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Stage ``pseudolabel@rK``: the model of round K-1 labels every training frame (TTA + tracking)."""
+"""Stage pseudolabel@rK: the model of round K-1 labels every training frame (TTA + tracking).
+
+Example (what `dvc repro pseudolabel@r1` runs):
+  python stages/pseudolabel.py --round r1 --data data/preprocessed \
+      --split data/splits/train_split.json --model models/r0 --out pseudo/r1
+"""
 
 from __future__ import annotations
 

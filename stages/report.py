@@ -1,4 +1,9 @@
-"""Stage ``report``: tables, rounds.csv, figures and the offline ``dvc plots`` page over every run."""
+"""Stage report: tables, rounds.csv, figures and the offline dvc plots page over every run.
+
+Example (what `dvc repro report` runs):
+  python stages/report.py --metrics metrics --reports reports --full full \
+      --data data/preprocessed --split data/splits/train_split.json --out reports
+"""
 
 from __future__ import annotations
 

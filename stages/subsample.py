@@ -1,4 +1,9 @@
-"""Stage ``subsample``: choose the training label frames the detector may see (WSOD / SSOD)."""
+"""Stage subsample: choose the training label frames the detector may see (WSOD / SSOD).
+
+Example (what `dvc repro subsample` runs):
+  python stages/subsample.py --data data/preprocessed --out data/splits/train_split.json \
+      --metrics metrics/subsample.json
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Stage ``synthesize``: write the embedded synthetic event dataset in the Gen1 raw layout."""
+"""Stage synthesize: write the embedded synthetic event dataset in the Gen1 raw layout.
+
+Events of moving textured cars and pedestrians with dense boxes every 50 ms, for the
+train, val and test splits; sizes and counts come from the synthetic section of params.yaml.
+
+Example (what `dvc repro synthesize` runs):
+  python stages/synthesize.py --out data/raw/synthetic
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,22 @@
-"""Stages ``train_r0``, ``train_full`` and ``train@rK``: train the recurrent detector.
+"""Stages train_r0, train_full and train@rK: train the recurrent detector.
 
-``--split`` trains on the kept ground truth of a subsample split (or ``full``: every
-label); ``--pseudo`` trains a self-training round on GT + the round's pseudo labels, with
-LEOD's soft thresholds, after the quality gate.
+--split trains on the kept ground truth of a subsample split (or "full": every label);
+--pseudo trains a self-training round on GT + the round's pseudo labels, with LEOD's soft
+thresholds, after the quality gate.
 
-Resumable: a killed run continues from ``<ckpt>/last.pt`` (a git-ignored scratch folder,
-so the stage's outputs stay eligible for DVC's run-cache) when rerun with the same inputs.
+Resumable: a killed run continues from <ckpt>/last.pt (a git-ignored scratch folder, so
+the stage's outputs stay eligible for DVC's run-cache) when rerun with the same inputs.
 The best weights stay in that scratch checkpoint until the end; the model folder, its
 curves and metrics are then published together (written beside, renamed into place), so a
 killed or failed run leaves the previous model as it was.
+
+Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
+  python stages/train.py --name r0 --data data/preprocessed \
+      --split data/splits/train_split.json --model models/r0 --ckpt checkpoints/r0 \
+      --metrics metrics/train_r0.json --curves reports/r0
+  python stages/train.py --name r1 --round r1 --data data/preprocessed --pseudo pseudo/r1 \
+      --quality metrics/pseudo_r1.json --prev models/r0 --model models/r1 \
+      --ckpt checkpoints/r1 --metrics metrics/train_r1.json --curves reports/r1
 """
 
 from __future__ import annotations

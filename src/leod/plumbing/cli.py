@@ -105,6 +105,9 @@ Commands that read what the pipeline (dvc repro) produced; they run nothing expe
   compare    the round table (test AP, pseudo-label precision/recall, gap closed)
   register   publish a model to the MLflow registry under an alias and check it loads back
   ui         start MLflow's UI on the project's store and print the runs table's address
+  import-rvt a published RVT/LEOD checkpoint as a model folder every stage accepts
+  export     a model folder as ONNX (one recurrent step, LSTM states as inputs/outputs)
+  detect     run a model over any event recording (DAT, EVT 2.0/3.0 RAW, HDF5)
 
 Examples:
   python -m leod compare                       # the workspace's metrics/
@@ -112,6 +115,11 @@ Examples:
   python -m leod compare my-exp                # a DVC experiment (dvc exp show lists them)
   python -m leod register --alias champion     # the last round's model
   python -m leod ui                            # then open the printed address
+  python -m leod import-rvt rvt-t.ckpt --out models/rvt-t --preset tiny --dataset gen1
+  python -m leod export --model models/r2 --out r2.onnx
+  python -m leod detect recording.raw --model models/r2 --out boxes.npy
+
+'python -m leod COMMAND --help' describes each command.
 
 Errors are one 'error:' line and exit status 2, as for the stages.
 """
@@ -171,6 +179,56 @@ def cmd_detect(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {len(done.boxes)} boxes in {done.frames} windows ({rate})")
 
 
+_COMPARE_HELP = """\
+The round table (test AP, AP50, pseudo-label precision/recall at IoU 0.5, gap closed, gate)
+of the workspace, of git revisions or of DVC experiments, read from their metrics/ folder
+only.
+
+Examples:
+  python -m leod compare                        # the workspace
+  python -m leod compare HEAD workspace         # the last commit beside the workspace
+  python -m leod compare workspace obj06 obj08  # DVC experiments (dvc exp show lists them)
+"""
+
+_REGISTER_HELP = """\
+Log a model folder to MLflow as a pyfunc model, register a new version, load it back and
+check that it predicts on --check-frames test frames exactly what the pipeline's own
+inference predicts; only then point the alias at it.
+
+Example:
+  python -m leod register --model models/r2 --name leod-detector --alias champion
+"""
+
+_IMPORT_HELP = """\
+Turn a published RVT or LEOD Lightning checkpoint (keys 'mdl.*') into a model folder
+(model.pt + model.json) that every stage and command accepts. Nothing in the file is run:
+tensors and plain containers are rebuilt, any other pickled object becomes inert.
+
+Example:
+  python -m leod import-rvt rvt-t.ckpt --out models/rvt-t --preset tiny --dataset gen1
+"""
+
+_EXPORT_HELP = """\
+Export one recurrent step of a model folder as ONNX: inputs the event histograms
+(batch, 20, H, W) and the LSTM states (zeros start a sequence), outputs the decoded boxes
+(or the raw head with --raw) and the new states. The file is checked against PyTorch with
+onnxruntime before the command ends.
+
+Examples:
+  python -m leod export --model models/r2 --out r2.onnx
+  python -m leod export --model models/rvt-t --format onnx --out rvt-t.onnx --raw
+"""
+
+_DETECT_HELP = """\
+Stream an event recording of any length through a model, window by window with its
+recurrent state carried, in bounded memory. Boxes are written in sensor pixels in the
+Prophesee evaluator dtype (t, x, y, w, h, class_id, track_id, class_confidence).
+
+Examples:
+  python -m leod detect recording.raw --model models/r2 --out boxes.npy
+  python -m leod detect drive.dat --model models/rvt-t --out boxes.npy --start-ms 1000 --end-ms 61000
+"""
+
 _UI_HELP = """\
 Start MLflow's UI on the store the stages log to (MLFLOW_TRACKING_URI, else mlflow.db at
 the repository root) and print the address that opens the experiment's runs table with
@@ -187,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leod", description=HELP, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compare", help="round table of the workspace, commits or DVC experiments")
+    c = sub.add_parser(
+        "compare",
+        help="round table of the workspace, commits or DVC experiments",
+        description=_COMPARE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     c.add_argument(
         "sources", nargs="*", help="'workspace' (default), a git revision or a DVC experiment name"
     )
@@ -195,7 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metrics", default="metrics", help="metrics folder inside the repository")
     c.set_defaults(func=cmd_compare)
 
-    r = sub.add_parser("register", help="publish a model to the MLflow registry under an alias")
+    r = sub.add_parser(
+        "register",
+        help="publish a model to the MLflow registry under an alias",
+        description=_REGISTER_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("--model", help="model folder (default: the last round of params.yaml, models/<rK>)")
     r.add_argument("--name", default=DEFAULT_NAME, help=f"registered model name (default: {DEFAULT_NAME})")
     r.add_argument(
@@ -208,14 +276,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check-frames", type=int, default=20, help="test frames compared after loading back")
     r.set_defaults(func=cmd_register)
 
-    i = sub.add_parser("import-rvt", help="an RVT/LEOD Lightning checkpoint as a model folder")
+    i = sub.add_parser(
+        "import-rvt",
+        help="an RVT/LEOD Lightning checkpoint as a model folder",
+        description=_IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     i.add_argument("checkpoint", help="the .ckpt file (RVT or LEOD, keys 'mdl.*')")
     i.add_argument("--out", required=True, help="model folder to write (model.pt + model.json)")
     i.add_argument("--preset", required=True, choices=["tiny", "small", "base"], help="RVT-T/S/B")
     i.add_argument("--dataset", required=True, choices=["gen1", "gen4"], help="what it was trained on")
     i.set_defaults(func=cmd_import_rvt)
 
-    e = sub.add_parser("export", help="a model folder as ONNX (one recurrent step, states as I/O)")
+    e = sub.add_parser(
+        "export",
+        help="a model folder as ONNX (one recurrent step, states as I/O)",
+        description=_EXPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     e.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
     e.add_argument("--format", default="onnx", choices=["onnx"], help="output format (onnx)")
     e.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
@@ -225,7 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_export)
 
-    d = sub.add_parser("detect", help="run a model over an event recording (DAT, EVT2/3 RAW, HDF5)")
+    d = sub.add_parser(
+        "detect",
+        help="run a model over an event recording (DAT, EVT2/3 RAW, HDF5)",
+        description=_DETECT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d.add_argument("recording", help="event file: .dat, .raw (EVT 2.0/3.0), .h5/.hdf5")
     d.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
     d.add_argument("--out", required=True, help="boxes file to write (.npy, Prophesee evaluator dtype)")
