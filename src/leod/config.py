@@ -20,6 +20,7 @@ from leod.data.sampling import DataConfig
 from leod.model.config import ModelConfig
 from leod.plumbing.errors import ConfigError
 from leod.pseudo.config import PseudoConfig, RoundConfig, SelfTrainConfig
+from leod.recipes import apply_recipe
 from leod.schema import from_dict, rng
 from leod.synthetic.config import SyntheticConfig
 from leod.training.config import TrainConfig
@@ -131,6 +132,8 @@ DERIVED_MODEL_KEYS = {
 class Params:
     """The whole of params.yaml."""
 
+    #: the recipe applied over params.yaml (:mod:`leod.recipes`; synthetic-nano sets nothing)
+    recipe: str
     #: numpy/torch seeds are 32-bit
     seed: int = field(metadata=rng(ge=0, le=SEED_MAX))
     dataset: str
@@ -288,9 +291,12 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
 
 
 def params_from_dict(data: Any) -> Params:
-    """Validate an already-parsed params mapping (tests build variants this way)."""
+    """Validate an already-parsed params mapping (tests build variants this way), with its
+    ``recipe`` applied (:func:`leod.recipes.apply_recipe`)."""
     model = data.get("model") if isinstance(data, dict) else None
     for key, source in DERIVED_MODEL_KEYS.items():
         if isinstance(model, dict) and key in model:
             raise ConfigError(f"params key 'model.{key}' is derived from {source}; remove it")
+    if isinstance(data, dict):
+        data = apply_recipe(data, Params)
     return from_dict(Params, data)
