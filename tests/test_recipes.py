@@ -138,3 +138,27 @@ def test_every_stage_tracks_the_recipe(repo_root):
         body = stage.get("do", stage)
         assert "recipe" in body.get("params", []), name
         assert "src/leod/recipes" in body["deps"], name
+
+
+def test_a_custom_recipe_extends_and_bad_keys_are_named(tmp_path, monkeypatch, params_dict):
+    """A user's recipe beside the shipped ones: ``extends`` one, change a few keys."""
+    import leod.recipes as recipes
+
+    for path in RECIPES_DIR.glob("*.yaml"):
+        (tmp_path / path.name).write_text(path.read_text())
+    monkeypatch.setattr(recipes, "RECIPES_DIR", tmp_path)
+    (tmp_path / "gen1-short.yaml").write_text(
+        "extends: gen1-rvt-s\nset:\n  train.steps: 2000\n  rounds.*.steps: 1000\n"
+    )
+    params = params_from_dict(with_recipe(params_dict, "gen1-short"))
+    assert params.train.steps == 2000 and params.rounds["r2"].steps == 1000
+    assert params.model.preset == "small" and params.dataset == "gen1"  # from gen1-rvt-s
+    (tmp_path / "typo.yaml").write_text("dataset: gen1\nset:\n  trian.steps: 5\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml .*key 'trian.steps' is not a params key"):
+        params_from_dict(with_recipe(params_dict, "typo"))
+    (tmp_path / "loop.yaml").write_text("extends: loop\n")
+    with pytest.raises(ConfigError, match=r"'extends' loops back to itself \(loop -> loop\)"):
+        load_recipe("loop")
+    (tmp_path / "orphan.yaml").write_text("extends: nowhere\n")
+    with pytest.raises(ConfigError, match=r"recipe 'orphan' key 'extends' = 'nowhere' names no recipe"):
+        load_recipe("orphan")

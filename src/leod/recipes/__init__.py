@@ -109,8 +109,8 @@ def _expand(data: dict[str, Any], parts: list[str], done: str = "") -> Iterator[
         yield from _expand(child, rest, f"{key}.")
 
 
-def params_field(schema: type, key: str) -> dataclasses.Field:
-    """The dataclass field that reads dotted params ``key``.
+def params_field(schema: type, key: str) -> dataclasses.Field | None:
+    """The dataclass field that reads dotted params ``key`` (None if no field does).
 
     ``schema`` is the dataclass of the whole params file; entries of ``dict[str, X]``
     sections (``rounds.r1``) are walked into ``X``.
@@ -129,7 +129,7 @@ def params_field(schema: type, key: str) -> dataclasses.Field:
             cls, i = typing.get_args(hint)[1], i + 2
         else:
             cls, i = hint, i + 1
-    raise ConfigError(f"recipe key '{key}' is not a params key that holds a value")
+    return None
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -162,13 +162,18 @@ def apply_recipe(data: dict[str, Any], schema: type) -> dict[str, Any]:
         )
     out = copy.deepcopy(data)
     for pattern, value in recipe.values.items():
+        f = params_field(schema, pattern)  # "*" stands where a dict entry's name goes
+        if f is None:
+            raise ConfigError(
+                f"{RECIPES_DIR / recipe.name}.yaml (or a recipe it extends): key '{pattern}' "
+                "is not a params key that holds a value"
+            )
+        default = _default(f)
         for key in _expand(out, pattern.split(".")):
             *parents, leaf = key.split(".")
             node = out
             for part in parents:
                 node = node[part]
-            f = params_field(schema, key)
-            default = _default(f)
             if leaf in node:
                 current = node[leaf]
             elif f.metadata.get("optional"):
