@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # CPU torch where a local wheel exists (this project's CI machines); any torch >= 2.4 works.
 TORCH_SPEC ?= torch==2.13.0
+# Where pip looks for torch (empty: pip's configured indexes). For NVIDIA GPUs use PyTorch's
+# CUDA wheels, e.g. make setup TORCH_SPEC=torch TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# (docs/recipes.md, "Installing CUDA torch").
+TORCH_INDEX ?=
 
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
@@ -20,14 +24,15 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)") "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
 # DVC needs a git repository and an initialised .dvc folder; both exist in a clone.
+# Ends with the round table, the report's path and how to open MLflow on the runs.
 repro: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc metrics show
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m leod compare --next-steps
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from leod.config import EvalFilter  # noqa: E402
+from leod.evaluation.config import EvalFilter  # noqa: E402
 from leod.evaluation.prophesee import evaluate_detection  # noqa: E402
 from test_evaluation import pycocotools_metrics, random_sequences  # noqa: E402
 

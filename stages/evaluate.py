@@ -17,6 +17,7 @@ from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
+from leod.evaluation.prophesee import UNDEFINED
 from leod.plumbing.atomic import save_npz, write_json
 from leod.plumbing.stage import parser, run
 from leod.plumbing.tracking import stage_run
@@ -42,10 +43,12 @@ def body(args: argparse.Namespace, params: Params) -> None:
         write_json(args.out, ev.result.metrics)
         write_confusion_csv(args.confusion, matrix, manifest.classes)
         save_npz(args.predictions, **dict(zip(ev.names, ev.predictions, strict=True)))
-        tracker.log_metrics({f"test/{k}": v for k, v in ev.result.metrics.items()})
+        # COCO's undefined -1 (no objects of a size) stays in the JSON but is no score to chart
+        tracker.log_metrics({f"test/{k}": v for k, v in ev.result.metrics.items() if v != UNDEFINED})
         tracker.log_artifact(args.out)
         tracker.log_artifact(args.confusion)
-    print(f"{args.name}: {args.split} AP {ev.result.metrics['AP']:.4f}, AP50 {ev.result.metrics['AP50']:.4f}")
+    shown = {k: "n/a" if v == UNDEFINED else f"{v:.4f}" for k, v in ev.result.metrics.items()}
+    print(f"{args.name}: {args.split} AP {shown['AP']}, AP50 {shown['AP50']}")
 
 
 def main(argv: list[str] | None = None) -> int:

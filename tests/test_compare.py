@@ -74,3 +74,45 @@ def test_unknown_source_is_one_clear_error(repo: Path) -> None:
         text=True,
     )
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stdout == ""
+
+
+def test_make_repro_ends_with_the_table_the_report_and_mlflow(repo: Path, monkeypatch) -> None:
+    """The last command of ``make repro``, run on a finished workspace (metrics/, report, store)."""
+    from leod.plumbing.compare import runs_url
+    from leod.plumbing.mlflow_store import ensure_store
+
+    recipe = (REPO / "Makefile").read_text().split("\nrepro:")[1].split("\n\n")[0]
+    last = recipe.strip().splitlines()[-1]
+    assert "dvc metrics show" not in recipe and last.endswith("-m leod compare --next-steps")
+    (repo / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (repo / "reports").mkdir()
+    (repo / "reports" / "report.md").write_text("# report\n")
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "LEOD_TRACKING"):
+        monkeypatch.delenv(key, raising=False)
+    uri, experiment_id = ensure_store("leod", root=repo)
+    done = subprocess.run(
+        [sys.executable, "-m", "leod", "compare", "--next-steps", "--repo", str(repo)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert out[0].startswith("| source | run | test AP") and "| workspace | r1 | 0.400 |" in out[3]
+    assert f"report: {repo / 'reports' / 'report.md'}" in out
+    assert f"MLflow: mlflow ui --backend-store-uri {uri}" in out
+    assert out[-1].strip() == f"then open {runs_url(experiment_id)}"
+    url = runs_url(experiment_id)
+    assert url.endswith(f"#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+
+
+def test_next_steps_creates_no_store_and_honours_tracking_off(tmp_path: Path, monkeypatch) -> None:
+    from leod.plumbing.compare import next_steps
+
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "LEOD_TRACKING"):
+        monkeypatch.delenv(key, raising=False)
+    text = next_steps(tmp_path, "leod")
+    assert f"report: {tmp_path / 'reports' / 'report.md'} (not written yet)" in text
+    assert "mlflow ui --backend-store-uri" in text and "then open" not in text
+    assert not (tmp_path / "mlflow.db").exists()
+    monkeypatch.setenv("LEOD_TRACKING", "0")
+    assert next_steps(tmp_path, "leod").endswith("MLflow: tracking is off (LEOD_TRACKING=0)")

@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from leod.data.augment import AugmentConfig, AugParams, augment_boxes, augment_frames
+from leod.data.augment import AugParams, augment_boxes, augment_frames
 from leod.data.batch import Batch
+from leod.data.config import AugmentConfig, DataConfig
 from leod.data.layout import Manifest, load_manifest
 from leod.data.loader import inference_batches, iterate_batches, load_sample, train_batches
-from leod.data.sampling import DataConfig, InferenceSampler, SampleSpec, TrainSampler, stream_stretches
+from leod.data.sampling import InferenceSampler, SampleSpec, TrainSampler, stream_stretches
 from leod.data.sequence import LabelFiles, SequenceData, load_split, open_sequences
 from leod.labels.boxes import BOX_DTYPE, empty_boxes, to_evaluator
 from leod.plumbing.atomic import save_npy, save_npz, write_text

@@ -3,11 +3,13 @@ imports must rerun that stage.
 
 Each stage script's import closure inside ``src/leod`` is computed statically (an AST walk
 of every import, including imports inside functions, resolving packages and relative
-imports; imports under ``if TYPE_CHECKING:`` do not run and are skipped) and every module
-in it must be covered by a dep of that stage, a file or a folder above it. Left out: the
-plumbing (`src/leod/plumbing/`, :data:`PLUMBING`), which cannot change a result, and package ``__init__.py``
-files holding only a docstring and constants. Whatever modules exist are checked, so a new
-module is covered by the rule the day it is imported.
+imports; imports under ``if TYPE_CHECKING:`` do not run and are skipped: tests/import_graph.py)
+and every module in it must be covered by a dep of that stage, a file or a folder above it;
+conversely a code dep must name only modules in the closure (a folder only where the stage
+imports the whole package), so editing code a stage never runs does not rerun it. Left out:
+the plumbing (`src/leod/plumbing/`, :data:`PLUMBING`), which cannot change a result, and
+package ``__init__.py`` files holding only a docstring and constants. Whatever modules exist
+are checked, so a new module is covered by the rule the day it is imported.
 """
 
 from __future__ import annotations
@@ -18,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
+from import_graph import REPO, import_closure
 
 #: Modules that log, draw progress, parse arguments, word errors or write files atomically:
 #: editing them must not invalidate hours of cached training (dvc.yaml's header says so).
@@ -39,66 +40,6 @@ def _stages() -> dict[str, dict]:
 def _script(cmd: str) -> str:
     words = cmd.split()
     return next(w for w in words if w.startswith("stages/") and w.endswith(".py"))
-
-
-def _module_file(name: str) -> Path | None:
-    """``src/.../name.py`` or the package's ``__init__.py`` of a dotted leod module name."""
-    base = SRC.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _package_of(path: Path) -> list[str]:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    return parts if parts[-1] == "__init__" and parts.pop() is not None else parts[:-1]
-
-
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    skipped: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skipped.update(id(n) for stmt in node.body for n in ast.walk(stmt))
-    return skipped
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Dotted names of the leod modules a file imports (a name imported from a package
-    counts as a module when it is one)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    skipped = _type_checking_nodes(tree)
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in skipped:
-            continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                package = _package_of(path)[: len(_package_of(path)) - node.level + 1]
-                base = ".".join([*package, *([node.module] if node.module else [])])
-            else:
-                base = node.module or ""
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return {n for n in names if (n == "leod" or n.startswith("leod.")) and _module_file(n)}
-
-
-def import_closure(script: Path) -> set[str]:
-    """Repository-relative paths of every leod file that running ``script`` imports."""
-    files: set[Path] = set()
-    todo = [script]
-    while todo:
-        for name in imported_modules(todo.pop()):
-            parts = name.split(".")
-            # importing leod.a.b runs leod/__init__.py and leod/a/__init__.py first
-            for k in range(1, len(parts) + 1):
-                found = _module_file(".".join(parts[:k]))
-                if found is not None and found not in files:
-                    files.add(found)
-                    todo.append(found)
-    return {p.relative_to(REPO).as_posix() for p in files}
 
 
 def _inert_init(rel: str) -> bool:
@@ -133,6 +74,26 @@ def test_stage_deps_cover_its_import_closure(stage: str) -> None:
     closure = import_closure(REPO / script)
     missing = sorted(m for m in closure if not _plumbing(m) and not _inert_init(m) and not _covered(m, deps))
     assert not missing, f"dvc.yaml stage '{stage}' runs code it does not list as deps: {missing}"
+
+
+def _modules_under(dep: str) -> set[str]:
+    """The leod modules a code dep names (a file, or every module in a folder)."""
+    path = REPO / dep
+    files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+    rels = {f.relative_to(REPO).as_posix() for f in files}
+    return {m for m in rels if not _plumbing(m) and not _inert_init(m)}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_deps_name_only_code_it_imports(stage: str) -> None:
+    """The converse: a stale dep (code the script stopped importing) or a folder holding a
+    module the stage never imports would rerun the stage for nothing."""
+    spec = STAGES[stage]
+    closure = import_closure(REPO / _script(spec["cmd"]))
+    code = [str(d) for d in spec.get("deps", []) if str(d).startswith("src/") and (REPO / str(d)).exists()]
+    extra = {d: sorted(_modules_under(d) - closure) for d in code}
+    extra = {d: mods for d, mods in extra.items() if mods}
+    assert not extra, f"dvc.yaml stage '{stage}' lists code its script does not import: {extra}"
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

@@ -24,7 +24,7 @@ import pytest
 from pycocotools.coco import COCO as RefCOCO
 from pycocotools.cocoeval import COCOeval as RefCOCOeval
 
-from leod.config import EvalFilter
+from leod.evaluation.config import EvalFilter
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
 from leod.evaluation.prophesee import (
     UNDEFINED,

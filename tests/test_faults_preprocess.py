@@ -26,9 +26,10 @@ import pytest
 import yaml
 
 from leod.config import params_from_dict
+from leod.data.config import DataConfig
 from leod.data.layout import load_manifest
 from leod.data.loader import iterate_batches
-from leod.data.sampling import DataConfig, TrainSampler
+from leod.data.sampling import TrainSampler
 from leod.data.sequence import load_split, open_sequences
 from leod.events import open_recording
 from leod.events.dat import write_dat

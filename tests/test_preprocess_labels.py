@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leod.config import DatasetPreset
+from leod.data.config import DatasetPreset
 from leod.labels.boxes import empty_boxes
 from leod.preprocess.labels import filter_boxes, frames_to_repr, grid_start, label_frame_times
 

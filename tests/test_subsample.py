@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leod.config import SubsampleConfig
+from leod.data.config import SubsampleConfig
 from leod.data.layout import MANIFEST, Manifest
 from leod.labels.boxes import empty_boxes
 from leod.plumbing.atomic import save_npy, save_npz

@@ -1,9 +1,10 @@
 """One typed, validated view of params.yaml, shared by every stage.
 
-Each section of params.yaml maps to a frozen dataclass (validated by :mod:`leod.schema`);
-sections that belong to one domain (the synthetic generator, the model, ...) are declared
-beside that domain's code and assembled here. Loading fails before any work starts, with
-a message that names the bad key.
+Each section of params.yaml maps to a frozen dataclass (validated by :mod:`leod.schema`)
+declared in its domain's package (``data/config.py``, ``model/config.py``, ...); this module
+only assembles them and checks what spans sections. The config modules import no torch,
+h5py or model code, so loading params stays cheap. Loading fails before any work starts,
+with a message that names the bad key.
 """
 
 from __future__ import annotations
@@ -12,111 +13,20 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
-from leod.data.sampling import DataConfig
+from leod.data.config import DataConfig, DatasetPreset, SubsampleConfig
 from leod.model.config import ModelConfig
+from leod.plumbing.config import TrackingConfig
 from leod.plumbing.errors import ConfigError
+from leod.preprocess.config import PreprocessConfig, RepresentationConfig
 from leod.pseudo.config import PseudoConfig, RoundConfig, SelfTrainConfig
+from leod.recipes import apply_recipe
 from leod.schema import from_dict, rng
 from leod.synthetic.config import SyntheticConfig
 from leod.training.config import TrainConfig
-
-
-@dataclass(frozen=True)
-class EvalFilter:
-    """Prophesee box filter applied to GT and predictions at evaluation time (full-res px)."""
-
-    skip_first_us: int = field(default=500_000, metadata=rng(ge=0))
-    min_diag: float = field(default=30.0, metadata=rng(ge=0))
-    min_side: float = field(default=10.0, metadata=rng(ge=0))
-
-
-@dataclass(frozen=True)
-class DatasetPreset:
-    """Everything that describes one dataset family (sensor, classes, label rules)."""
-
-    #: what data/raw/<dataset>/ holds: ``raw``, Gen1-layout split folders of
-    #: <name>_td.{dat,dat.h5,h5,raw} + <name>_bbox.npy that preprocess converts, or
-    #: ``rvt_preprocessed``, an RVT download that preprocess only indexes (no conversion)
-    format: Literal["raw", "rvt_preprocessed"]
-    height: int = field(metadata=rng(gt=0, le=16383))
-    width: int = field(metadata=rng(gt=0, le=16383))
-    classes: list[str]
-    #: original class ids that are kept (others dropped), in order; None keeps all
-    keep_classes: list[int] | None = None
-    #: halve the resolution of the representation (1Mpx / eTraM)
-    downsample: bool = False
-    #: target period of label frames; the base delta is the median label period times
-    #: round(target / median), as RVT does for 30/60 Hz labels
-    label_period_ms: float = field(default=50.0, metadata=rng(gt=0))
-    label_tolerance_ms: float = field(default=2.0, metadata=rng(ge=0))
-    #: the first label frame must lie at least this far into the recording
-    first_label_min_ms: float = field(default=100.0, metadata=rng(ge=0))
-    #: preprocessing box filter (RVT: Gen1 applies the Prophesee diag 30 / side 10)
-    min_box_diag: float = field(default=0.0, metadata=rng(ge=0))
-    min_box_side: float = field(default=0.0, metadata=rng(ge=0))
-    #: train split only: drop boxes wider than this fraction of the frame width
-    max_box_width_frac: float = field(default=0.9, metadata=rng(gt=0, le=1))
-    evaluation: EvalFilter = field(default_factory=EvalFilter)
-
-    def check(self, key: str) -> None:
-        if not self.classes:
-            raise ConfigError(f"params key '{key}.classes' must list at least one class")
-        if self.keep_classes is not None and len(self.keep_classes) != len(self.classes):
-            raise ConfigError(
-                f"params key '{key}.keep_classes' has {len(self.keep_classes)} ids but "
-                f"'{key}.classes' names {len(self.classes)}"
-            )
-
-
-@dataclass(frozen=True)
-class RepresentationConfig:
-    """RVT stacked histogram: ``nbins`` time bins per polarity over a ``window_ms`` window."""
-
-    nbins: int = field(default=10, metadata=rng(ge=1, le=127))
-    count_cutoff: int = field(default=10, metadata=rng(ge=1, le=255))
-    #: whole microseconds, at least 1 ms (a shorter step means millions of empty frames)
-    window_ms: float = field(default=50.0, metadata=rng(ge=1, le=60_000))
-    step_ms: float = field(default=50.0, metadata=rng(ge=1, le=60_000))
-
-    def check(self, key: str) -> None:
-        for name in ("window_ms", "step_ms"):
-            value = getattr(self, name)
-            if abs(value * 1000 - round(value * 1000)) > 1e-6:
-                raise ConfigError(
-                    f"params key '{key}.{name}' = {value} must be a whole number of microseconds"
-                )
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    workers: int = field(default=2, metadata=rng(ge=1))
-    compression_level: int = field(default=1, metadata=rng(ge=0, le=9))
-    #: events are streamed from disk in chunks of this many records (bounds memory)
-    read_chunk_events: int = field(default=1 << 20, metadata=rng(ge=1024))
-
-
-@dataclass(frozen=True)
-class SubsampleConfig:
-    """Which training labels the detector may see (LEOD's WSOD / SSOD settings)."""
-
-    mode: Literal["wsod", "ssod", "full"] = "wsod"
-    #: WSOD: keep every round(1/ratio)-th label frame of every sequence
-    ratio: float = field(default=0.05, metadata=rng(gt=0, le=1))
-    #: SSOD: keep round(N * train_ratio) whole sequences, evenly strided
-    train_ratio: float = field(default=0.1, metadata=rng(gt=0, le=1))
-    offset: int = field(default=0, metadata=rng(ge=0))
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    """MLflow: the experiment every stage run is logged under."""
-
-    experiment: str = "leod"
-
 
 SEED_MAX = 2**32 - 1
 
@@ -131,6 +41,8 @@ DERIVED_MODEL_KEYS = {
 class Params:
     """The whole of params.yaml."""
 
+    #: the recipe applied over params.yaml (:mod:`leod.recipes`; synthetic-nano sets nothing)
+    recipe: str
     #: numpy/torch seeds are 32-bit
     seed: int = field(metadata=rng(ge=0, le=SEED_MAX))
     dataset: str
@@ -288,9 +200,12 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
 
 
 def params_from_dict(data: Any) -> Params:
-    """Validate an already-parsed params mapping (tests build variants this way)."""
+    """Validate an already-parsed params mapping (tests build variants this way), with its
+    ``recipe`` applied (:func:`leod.recipes.apply_recipe`)."""
     model = data.get("model") if isinstance(data, dict) else None
     for key, source in DERIVED_MODEL_KEYS.items():
         if isinstance(model, dict) and key in model:
             raise ConfigError(f"params key 'model.{key}' is derived from {source}; remove it")
+    if isinstance(data, dict):
+        data = apply_recipe(data, Params)
     return from_dict(Params, data)

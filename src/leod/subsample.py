@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leod.config import SubsampleConfig
+from leod.data.config import SubsampleConfig
 from leod.data.layout import Manifest, SequencePaths
 from leod.data.sequence import check_sequence_length
 from leod.plumbing.errors import DataFormatError

@@ -10,35 +10,16 @@ event counts stay integers, and box coordinates follow the same continuous mappi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from leod.data.config import AugmentConfig
 from leod.labels.boxes import clip_to_frame
-from leod.plumbing.errors import ConfigError
-from leod.schema import rng
 
 #: Boxes narrower or lower than this (pixels) after a zoom are dropped: too small to learn.
 MIN_BOX_SIDE = 2.0
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Probabilities and ranges of one augmentation policy; zoom in and zoom out exclude each other."""
-
-    hflip_p: float = field(default=0.5, metadata=rng(ge=0, le=1))
-    zoom_in_p: float = field(default=0.0, metadata=rng(ge=0, le=1))
-    zoom_in_max: float = field(default=1.5, metadata=rng(ge=1))
-    zoom_out_p: float = field(default=0.0, metadata=rng(ge=0, le=1))
-    zoom_out_max: float = field(default=1.2, metadata=rng(ge=1))
-
-    def check(self, key: str) -> None:
-        if self.zoom_in_p + self.zoom_out_p > 1:
-            raise ConfigError(
-                f"params keys '{key}.zoom_in_p' + '{key}.zoom_out_p' = "
-                f"{self.zoom_in_p + self.zoom_out_p:g} must be <= 1 (the two zooms exclude each other)"
-            )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from leod.data.augment import augment_boxes, augment_frames
 from leod.data.batch import Batch, Sample, collate
-from leod.data.sampling import BatchPlan, DataConfig, InferenceSampler, SampleSpec, TrainSampler
+from leod.data.config import DataConfig
+from leod.data.sampling import BatchPlan, InferenceSampler, SampleSpec, TrainSampler
 from leod.data.sequence import SequenceData, check_sequence_length
 from leod.labels.boxes import empty_boxes
 

@@ -23,61 +23,17 @@ batches arrive in plan order, one recurrent state per batch slot is all the trai
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
-from leod.data.augment import IDENTITY, AugmentConfig, AugParams, draw_augmentation
+from leod.data.augment import IDENTITY, AugParams, draw_augmentation
+from leod.data.config import DataConfig
 from leod.data.sequence import SequenceData
 from leod.plumbing.errors import ConfigError, DataFormatError
-from leod.schema import rng
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Sampling and augmentation of training batches (RVT defaults)."""
-
-    batch_size: int = field(default=8, metadata=rng(ge=1))
-    #: frames per sample (RVT: gen1 21, gen4 5; LEOD gen4 subsets 10)
-    sequence_length: int = field(default=5, metadata=rng(ge=1))
-    w_stream: float = field(default=1.0, metadata=rng(ge=0))
-    w_random: float = field(default=1.0, metadata=rng(ge=0))
-    #: RVT random access: hflip 0.5, zoom p 0.8 split 8:2 between in (1-1.5) and out (1-1.2)
-    augment_random: AugmentConfig = field(
-        default_factory=lambda: AugmentConfig(hflip_p=0.5, zoom_in_p=0.64, zoom_in_max=1.5, zoom_out_p=0.16)
-    )
-    #: RVT streaming: hflip 0.5, zoom out p 0.5 (1-1.2); no zoom in (its window needs one frame's boxes)
-    augment_stream: AugmentConfig = field(default_factory=lambda: AugmentConfig(hflip_p=0.5, zoom_out_p=0.5))
-    #: DataLoader worker processes; 0 loads in the training process
-    num_workers: int = field(default=0, metadata=rng(ge=0))
-
-    def check(self, key: str) -> None:
-        prefix = f"{key}." if key else ""
-        if self.w_stream + self.w_random <= 0:
-            raise ConfigError(f"params keys '{prefix}w_stream' and '{prefix}w_random' cannot both be 0")
-        if self.w_stream > 0 and self.w_random > 0 and self.batch_size < 2:
-            raise ConfigError(
-                f"params key '{prefix}batch_size' must be >= 2 to mix streaming and random slots"
-            )
-        if self.augment_stream.zoom_in_p > 0:
-            raise ConfigError(
-                f"params key '{prefix}augment_stream.zoom_in_p' must be 0: a zoom-in window is placed on one "
-                "frame's boxes, which move while a stream goes on"
-            )
-
-    @property
-    def slots(self) -> tuple[int, int]:
-        """(streaming, random) slots of a batch, split by the weights as RVT does."""
-        if self.w_random == 0:
-            return self.batch_size, 0
-        if self.w_stream == 0:
-            return 0, self.batch_size
-        share = round(self.batch_size * self.w_random / (self.w_stream + self.w_random))
-        n_random = min(max(share, 1), self.batch_size - 1)
-        return self.batch_size - n_random, n_random
 
 
 @dataclass(frozen=True)

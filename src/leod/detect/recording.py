@@ -22,13 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from leod.config import DatasetPreset, RepresentationConfig
+from leod.data.config import DatasetPreset
 from leod.events import open_recording
 from leod.events.types import Events
 from leod.labels.boxes import EVALUATOR_DTYPE, empty_boxes
 from leod.model.detector import RecurrentDetector
 from leod.plumbing.errors import DataFormatError
 from leod.plumbing.progress import progress_bar
+from leod.preprocess.config import RepresentationConfig
 from leod.preprocess.convert import stream_histograms
 
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
-from leod.config import EvalFilter
+from leod.evaluation.config import EvalFilter
 from leod.evaluation.prophesee import build_eval_frames
 from leod.plumbing.atomic import atomic_path
 from leod.plumbing.errors import ConfigError

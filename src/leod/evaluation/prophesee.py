@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from faster_coco_eval import COCO, COCOeval_faster
 
-from leod.config import EvalFilter
+from leod.evaluation.config import EvalFilter
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
 from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
 

@@ -67,6 +67,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
     from leod.plumbing.compare import compare
 
     print(compare(Path(args.repo), args.sources, args.metrics))
+    if args.next_steps:
+        from leod.plumbing.compare import next_steps
+
+        repo = Path(args.repo)
+        print(f"\n{next_steps(repo, load_params(repo / 'params.yaml').tracking.experiment)}")
 
 
 def cmd_register(args: argparse.Namespace) -> None:
@@ -256,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--repo", default=".", help="repository root (default: .)")
     c.add_argument("--metrics", default="metrics", help="metrics folder inside the repository")
+    c.add_argument(
+        "--next-steps", action="store_true", help="then print the report path and how to open MLflow"
+    )
     c.set_defaults(func=cmd_compare)
 
     r = sub.add_parser(

@@ -17,6 +17,10 @@ Which runs
     naturally (r2 before r10). The chain's ``prev`` links live in params.yaml, not in
     metrics/, so a chain whose round names do not sort in chain order is listed in name
     order.
+
+After ``dvc repro``
+    ``compare --next-steps`` (the last command of ``make repro``) adds where the report is
+    and the command plus URL that open MLflow on the runs table.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leod.plumbing.errors import ConfigError, MissingInputError
+from leod.plumbing.mlflow_store import _sqlite_path, tracking_uri
+from leod.plumbing.tracking import print_ui_hint, tracking_enabled
 from leod.report.rows import RunRow, collect_rows
 from leod.report.tables import compact_table
 
@@ -122,3 +128,41 @@ def compare(repo: Path, names: Sequence[str], metrics: str = "metrics") -> str:
         raise MissingInputError(f"{repo}: no such repository folder")
     sources = [resolve(repo, n) for n in (names or [WORKSPACE])]
     return compact_table({s.label: source_rows(repo, s, metrics) for s in sources})
+
+
+#: where the report stage writes its document (dvc.yaml: ``report --out reports``)
+REPORT = "reports/report.md"
+#: ``mlflow ui``'s default address; ``workflowType=machine_learning`` opens the runs table
+#: (MLflow 3.17 otherwise opens an experiment on its GenAI traces view)
+UI_ADDRESS = "http://127.0.0.1:5000"
+
+
+def runs_url(experiment_id: str) -> str:
+    """The MLflow UI page that lists the runs of one experiment."""
+    return f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in a local sqlite store that exists (None otherwise:
+    nothing is created, and a remote server is not contacted)."""
+    db = _sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    return None if experiment is None else experiment.experiment_id
+
+
+def next_steps(repo: Path, experiment: str) -> str:
+    """Where to look after ``dvc repro``: the report, and MLflow's UI command and runs URL."""
+    report = repo / REPORT
+    lines = [f"report: {report}" if report.is_file() else f"report: {report} (not written yet)"]
+    if not tracking_enabled():
+        return "\n".join([*lines, "MLflow: tracking is off (LEOD_TRACKING=0)"])
+    uri = tracking_uri(repo)
+    lines.append(f"MLflow: {print_ui_hint(uri)}")
+    experiment_id = _experiment_id(uri, experiment)
+    if experiment_id is not None:
+        lines.append(f"        then open {runs_url(experiment_id)}")
+    return "\n".join(lines)

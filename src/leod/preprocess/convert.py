@@ -20,13 +20,14 @@ from pathlib import Path
 import hdf5plugin
 import numpy as np
 
-from leod.config import DatasetPreset, PreprocessConfig, RepresentationConfig
+from leod.data.config import DatasetPreset
 from leod.data.layout import SequencePaths
 from leod.events import open_recording
 from leod.events.types import Events
 from leod.labels.boxes import load_bbox_npy
 from leod.plumbing.atomic import save_npy, save_npz, write_h5
 from leod.plumbing.errors import ConfigError, DataFormatError
+from leod.preprocess.config import PreprocessConfig, RepresentationConfig
 from leod.preprocess.histogram import output_shape, stacked_histograms
 from leod.preprocess.labels import (
     BoxFilterStats,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leod.config import DatasetPreset
+from leod.data.config import DatasetPreset
 from leod.labels.boxes import clip_to_frame
 
 

@@ -46,8 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leod.config import EvalFilter
 from leod.data.sequence import SequenceData
+from leod.evaluation.config import EvalFilter
 from leod.evaluation.confusion import box_corners, greedy_match
 from leod.evaluation.prophesee import UNDEFINED, evaluate_detection
 from leod.labels.boxes import BOX_DTYPE, validate_boxes

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from leod.config import EvalFilter, Params
+from leod.config import Params
 from leod.data.layout import Manifest
 from leod.data.loader import inference_batches
 from leod.data.sequence import SequenceData
+from leod.evaluation.config import EvalFilter
 from leod.evaluation.prophesee import EvalResult, evaluate_detection, scaled_filter
 from leod.labels.boxes import BOX_DTYPE
 from leod.model.detector import RecurrentDetector
