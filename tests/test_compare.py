@@ -78,8 +78,7 @@ def test_unknown_source_is_one_clear_error(repo: Path) -> None:
 
 def test_make_repro_ends_with_the_table_the_report_and_mlflow(repo: Path, monkeypatch) -> None:
     """The last command of ``make repro``, run on a finished workspace (metrics/, report, store)."""
-    from leod.plumbing.compare import runs_url
-    from leod.plumbing.mlflow_store import ensure_store
+    from leod.plumbing.mlflow_store import ensure_store, runs_url
 
     recipe = (REPO / "Makefile").read_text().split("\nrepro:")[1].split("\n\n")[0]
     last = recipe.strip().splitlines()[-1]
@@ -99,10 +98,10 @@ def test_make_repro_ends_with_the_table_the_report_and_mlflow(repo: Path, monkey
     out = done.stdout.splitlines()
     assert out[0].startswith("| source | run | test AP") and "| workspace | r1 | 0.400 |" in out[3]
     assert f"report: {repo / 'reports' / 'report.md'}" in out
-    assert f"MLflow: mlflow ui --backend-store-uri {uri}" in out
+    assert f"MLflow: python -m leod ui   (or: mlflow ui --backend-store-uri {uri})" in out
     assert out[-1].strip() == f"then open {runs_url(experiment_id)}"
     url = runs_url(experiment_id)
-    assert url.endswith(f"#/experiments/{experiment_id}/runs?workflowType=machine_learning")
+    assert f"#/experiments/{experiment_id}/runs?workflowType=machine_learning&" in url
 
 
 def test_next_steps_creates_no_store_and_honours_tracking_off(tmp_path: Path, monkeypatch) -> None:

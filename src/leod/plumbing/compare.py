@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leod.plumbing.errors import ConfigError, MissingInputError
-from leod.plumbing.mlflow_store import _sqlite_path, tracking_uri
+from leod.plumbing.mlflow_store import _sqlite_path, runs_url, tracking_uri
 from leod.plumbing.tracking import print_ui_hint, tracking_enabled
 from leod.report.rows import RunRow, collect_rows
 from leod.report.tables import compact_table
@@ -132,14 +132,6 @@ def compare(repo: Path, names: Sequence[str], metrics: str = "metrics") -> str:
 
 #: where the report stage writes its document (dvc.yaml: ``report --out reports``)
 REPORT = "reports/report.md"
-#: ``mlflow ui``'s default address; ``workflowType=machine_learning`` opens the runs table
-#: (MLflow 3.17 otherwise opens an experiment on its GenAI traces view)
-UI_ADDRESS = "http://127.0.0.1:5000"
-
-
-def runs_url(experiment_id: str) -> str:
-    """The MLflow UI page that lists the runs of one experiment."""
-    return f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def _experiment_id(uri: str, name: str) -> str | None:
@@ -161,7 +153,7 @@ def next_steps(repo: Path, experiment: str) -> str:
     if not tracking_enabled():
         return "\n".join([*lines, "MLflow: tracking is off (LEOD_TRACKING=0)"])
     uri = tracking_uri(repo)
-    lines.append(f"MLflow: {print_ui_hint(uri)}")
+    lines.append(f"MLflow: python -m leod ui   (or: {print_ui_hint(uri)})")
     experiment_id = _experiment_id(uri, experiment)
     if experiment_id is not None:
         lines.append(f"        then open {runs_url(experiment_id)}")
