@@ -1,4 +1,4 @@
-"""The experiment and sharing workflow of the README, for real, on the tiny chain.
+"""The experiment and sharing workflow of docs/workflow.md, for real, on the tiny chain.
 
 One temporary project (a git repository with the tiny pipeline run and committed, and a
 local-folder DVC remote as default) serves every test here:
@@ -82,7 +82,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def experiments(project: Path) -> dict[str, str]:
-    """The README's queued sweep: two experiments run in parallel; returns `dvc queue status`."""
+    """The queued sweep of docs/workflow.md: two experiments run in parallel; returns `dvc queue status`."""
     env = dvc_env()
     for name, length in EXPERIMENTS.items():
         sh(
