@@ -117,6 +117,18 @@ def test_ui_opens_on_the_runs_table(store: Path, tmp_path: Path) -> None:
             timeout=180,
             check=True,
         ).stdout
+        # pointed at a tracking server, `ui` starts nothing and prints that server's address
+        server = f"http://127.0.0.1:{port}"
+        again = subprocess.run(
+            [sys.executable, "-m", "leod", "ui"],
+            cwd=store,
+            env={**os.environ, "MLFLOW_TRACKING_URI": server},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip().endswith(url.replace(f"http://127.0.0.1:{port}", server))
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
         try:

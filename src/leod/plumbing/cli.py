@@ -97,6 +97,9 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
     experiment = args.experiment or load_params(args.params).tracking.experiment
     uri, experiment_id = ensure_store(experiment)
+    if uri.startswith(("http://", "https://")):  # a tracking server is its own UI
+        print(f"runs of experiment '{experiment}': {runs_url(experiment_id, uri)}")
+        return
     url = runs_url(experiment_id, f"http://{args.host}:{args.port}")
     print(f"MLflow UI on {uri}\nruns of experiment '{experiment}': {url}\n(Ctrl-C stops it)", flush=True)
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
@@ -240,6 +243,7 @@ the repository root) and print the address that opens the experiment's runs tabl
 the test AP, best val AP and pseudo-label precision/recall columns. MLflow 3 opens an
 experiment on its GenAI traces view unless the address says workflowType=machine_learning
 (or the "Model training" switch at the top left was used once in that browser).
+When MLFLOW_TRACKING_URI names a tracking server, only its address is printed.
 
 Example:
   python -m leod ui --port 5000
