@@ -58,7 +58,7 @@ def test_runs_url_and_view_state(store: Path) -> None:
     )
     tags = MlflowClient(uri).get_experiment(experiment_id).tags
     view = json.loads(tags[f"mlflow.sharedViewState.{VIEW_KEY}"])
-    assert view["selectedColumns"] == list(VIEW_COLUMNS)
+    assert view["selectedColumns"] == view["columnOrder"] == list(VIEW_COLUMNS)
     # every metric column is one the runs carry (a renamed metric would show an empty column)
     logged = {key for metrics in _RUNS.values() for key in metrics}
     assert {c[len("metrics.`") : -1] for c in VIEW_COLUMNS if c.startswith("metrics.")} == logged

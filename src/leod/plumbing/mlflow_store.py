@@ -43,24 +43,26 @@ _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
-# The experiment tag MLflow 3.0-3.x UIs read to open an experiment on its runs (classic ML
-# view). MLflow 3.17's UI ignores it: it takes the view from the page's `workflowType`
-# parameter, else the browser's localStorage `mlflow.workflowType_v1`, else "genai"; hence
-# runs_url(). The tag stays for the releases that read it.
+# MLflow 3's experiment-kind tag for the classic (runs) view. The 3.17 UI has a code path
+# that reads it, but its release build switches that path off: the view follows the page's
+# `workflowType` parameter, else the browser's localStorage `mlflow.workflowType_v1`, else
+# "genai"; hence runs_url(). The tag stays for UIs that take the tag path.
 _EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # A saved runs-table layout ("shared view" in MLflow's UI): the experiment tag
 # `mlflow.sharedViewState.<key>` holds JSON that the page named by `viewStateShareKey=<key>`
 # applies. Columns are `metrics.`name`` / `tags.`name``, as the UI writes them.
 VIEW_KEY = "leod-runs"
 VIEW_COLUMNS = (
-    "tags.`dvc.exp_name`",
     "metrics.`test/AP`",
     "metrics.`test/AP50`",
     "metrics.`best_val_AP`",
     "metrics.`pseudo/precision_at_0.5`",
     "metrics.`pseudo/recall_at_0.5`",
+    "tags.`dvc.exp_name`",
 )
-_VIEW_TAG = (f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps({"selectedColumns": list(VIEW_COLUMNS)}))
+# shown in this order (test AP first), before the Duration column
+_VIEW = {"selectedColumns": list(VIEW_COLUMNS), "columnOrder": list(VIEW_COLUMNS)}
+_VIEW_TAG = (f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(_VIEW))
 
 
 def find_root(start: Path | None = None) -> Path:

@@ -17,8 +17,8 @@ Where runs go
     An ``http(s)://`` server is probed first (a closed port or an unknown host fails within
     seconds, not after MLflow's minutes of retries) and MLflow's HTTP retries and timeout
     are bounded unless ``MLFLOW_HTTP_REQUEST_*`` are set.
-    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` (read by
-    earlier MLflow 3 UIs) and carries a stored runs-table layout; MLflow 3.17's UI opens
+    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` (which
+    MLflow 3.17's release UI does not consult) and carries a stored runs-table layout; MLflow 3.17's UI opens
     the runs only at the address of :func:`leod.plumbing.mlflow_store.runs_url`, which
     ``python -m leod ui`` prints.
 
