@@ -108,14 +108,15 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 HELP = """\
-Commands that read what the pipeline (dvc repro) produced; they run nothing expensive.
+Commands around the pipeline: dvc repro runs the stages (stages/*.py), these look at what
+they produced and move models in and out of it.
 
-  compare    the round table (test AP, pseudo-label precision/recall, gap closed)
-  register   publish a model to the MLflow registry under an alias and check it loads back
-  ui         start MLflow's UI on the project's store and print the runs table's address
-  import-rvt a published RVT/LEOD checkpoint as a model folder every stage accepts
-  export     a model folder as ONNX (one recurrent step, LSTM states as inputs/outputs)
-  detect     run a model over any event recording (DAT, EVT 2.0/3.0 RAW, HDF5)
+  compare     the round table (test AP, pseudo-label precision/recall, gap closed)
+  register    publish a model to the MLflow registry under an alias and check it loads back
+  ui          start MLflow's UI on the project's store and print the runs table's address
+  import-rvt  a published RVT/LEOD checkpoint as a model folder every stage accepts
+  export      a model folder as ONNX (one recurrent step, LSTM states as inputs/outputs)
+  detect      run a model over any event recording (DAT, EVT 2.0/3.0 RAW, HDF5)
 
 Examples:
   python -m leod compare                       # the workspace's metrics/
