@@ -115,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
     p.add_argument("--quality", help="the round's pseudo-label metrics JSON (for the quality gate)")
     p.add_argument("--prev", help="the previous round's model folder (init and gate fallback)")
-    p.add_argument("--imported", required=True, help="imported models (selftrain.teacher, train.init_from)")
+    p.add_argument(
+        "--imported",
+        default="models/imported",
+        help="imported models, named by selftrain.teacher and train.init_from (default: %(default)s)",
+    )
     p.add_argument("--baseline", action="store_true", help="this run is r0: selftrain.teacher replaces it")
     p.add_argument("--model", required=True, help="output folder for the trained model")
     p.add_argument("--ckpt", required=True, help="scratch folder for the resumable checkpoint")
