@@ -2,101 +2,70 @@
 
 --split trains on the kept ground truth of a subsample split (or "full": every label);
 --pseudo trains a self-training round on GT + the round's pseudo labels, with LEOD's soft
-thresholds, after the quality gate.
+thresholds, after the quality gate (a gated round carries the previous model forward).
+With selftrain.teacher set, --baseline (train_r0) publishes that imported model instead of
+training; train.init_from starts every run that would start from random weights from an
+imported model instead.
 
 Resumable: a killed run continues from <ckpt>/last.pt (a git-ignored scratch folder, so
 the stage's outputs stay eligible for DVC's run-cache) when rerun with the same inputs.
-The best weights stay in that scratch checkpoint until the end; the model folder, its
-curves and metrics are then published together (written beside, renamed into place), so a
-killed or failed run leaves the previous model as it was.
+The model folder, its curves and metrics are published together at the end
+(leod.training.chain), so a killed or failed run leaves the previous model as it was.
 
 Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
   python stages/train.py --name r0 --data data/preprocessed \
-      --split data/splits/train_split.json --model models/r0 --ckpt checkpoints/r0 \
-      --metrics metrics/train_r0.json --curves reports/r0
+      --split data/splits/train_split.json --baseline --imported models/imported \
+      --model models/r0 --ckpt checkpoints/r0 --metrics metrics/train_r0.json --curves reports/r0
   python stages/train.py --name r1 --round r1 --data data/preprocessed --pseudo pseudo/r1 \
-      --quality metrics/pseudo_r1.json --prev models/r0 --model models/r1 \
-      --ckpt checkpoints/r1 --metrics metrics/train_r1.json --curves reports/r1
+      --quality metrics/pseudo_r1.json --prev models/r0 --imported models/imported \
+      --model models/r1 --ckpt checkpoints/r1 --metrics metrics/train_r1.json --curves reports/r1
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import shutil
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from leod.config import Params
 from leod.data.sequence import load_split
-from leod.plumbing.atomic import atomic_path, check_writable, write_json
+from leod.plumbing.atomic import check_writable
 from leod.plumbing.stage import parser, run
 from leod.plumbing.tracking import print_ui_hint, stage_run
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
 from leod.schema import to_dict
+from leod.training.chain import (
+    TrainOutputs,
+    carry_forward,
+    imported_model,
+    publish,
+    publish_teacher,
+    start_weights,
+    trained,
+)
 from leod.training.loop import clear_scratch, train
-from leod.training.model_files import read_model_info, write_model
-
-LOSS_COLUMNS = ["step", "lr", "loss", "iou_loss", "obj_loss", "cls_loss", "num_fg"]
-VAL_COLUMNS = ["step", "val/AP"]
-
-
-def rows_to_csv(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def publish(
-    args: argparse.Namespace, fill_model: Callable[[Path], None], history: list[dict], summary: dict
-) -> None:
-    """Write the model folder (by ``fill_model``), its curves and metrics beside their targets
-    and rename them into place together, only once all of them were written.
-
-    A failure (disk full, ...) is one error line (from ``atomic_path``) and leaves every
-    previous output as it was.
-    """
-    curves = Path(args.curves)
-    with (
-        atomic_path(args.model, is_dir=True) as model,
-        atomic_path(curves / "train.csv") as train_csv,
-        atomic_path(curves / "val.csv") as val_csv,
-        atomic_path(args.metrics) as metrics,
-    ):
-        fill_model(model)
-        train_csv.write_text(rows_to_csv([r for r in history if "loss" in r], LOSS_COLUMNS))
-        val_csv.write_text(rows_to_csv([r for r in history if "val/AP" in r], VAL_COLUMNS))
-        write_json(metrics, summary)
-
-
-def carry_forward(args: argparse.Namespace, reason: str) -> None:
-    """A gated round: the previous round's model, with metrics saying why."""
-    prev = read_model_info(Path(args.prev))
-    summary = {
-        "gated": True,
-        "gate_reason": reason,
-        "best_val_AP": prev.get("val_AP", 0.0),
-        "best_step": -1,
-        "steps": 0,
-    }
-    publish(args, lambda model: shutil.copytree(args.prev, model, dirs_exist_ok=True), [], summary)
-    print(f"{args.name}: gated: {reason}")
+from leod.training.model_files import build_model, read_model_info, write_model
 
 
 def body(args: argparse.Namespace, params: Params) -> None:
     if args.round:
         params = params.for_round(args.round)
+    out = TrainOutputs(Path(args.model), Path(args.curves), Path(args.metrics))
     check_writable(args.model, args.metrics, args.curves, args.ckpt)
+    imported = Path(args.imported)
+    if args.baseline and params.selftrain.teacher:
+        teacher = imported_model(imported, params.selftrain.teacher, "selftrain.teacher")
+        build_model(teacher, params)  # its whole model config and every weight, against params
+        publish_teacher(teacher, read_model_info(teacher), params.preset.classes, out)
+        print(f"{args.name}: the imported model {teacher} published as {args.model} (not trained)")
+        return
     quality = read_quality(Path(args.quality)) if args.quality else None
     reason = gate_reason(params.selftrain.min_precision, quality) if quality else None
     if reason is not None:
-        carry_forward(args, reason)
+        carry_forward(Path(args.prev), read_model_info(Path(args.prev)), reason, out)
+        print(f"{args.name}: gated: {reason}")
         return
     if args.pseudo:
         labels_file = Path(args.pseudo) / LABELS_FILE
@@ -104,10 +73,10 @@ def body(args: argparse.Namespace, params: Params) -> None:
         overrides, kept = training_labels(pseudo, params.selftrain.soft_thresh, str(labels_file))
     else:
         overrides, kept = None, None if args.split == "full" else load_split(args.split).sequences
-    init = Path(args.prev) if args.prev and params.selftrain.init == "previous" else None
-    log_params = _params_for_log(params)
+    prev = Path(args.prev) if args.prev else None
+    init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
     with stage_run(
-        f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round
+        f"train_{args.name}", _params_for_log(params), params.tracking.experiment, round_name=args.round
     ) as tracker:
         result = train(
             params,
@@ -119,21 +88,13 @@ def body(args: argparse.Namespace, params: Params) -> None:
             init_weights=init,
             progress=not args.no_progress,
         )
-        summary: dict = {"best_val_AP": result.best_ap, "best_step": result.best_step, "steps": result.steps}
-        if args.round:
-            summary["gated"] = False
         info = {"step": result.best_step, "val_AP": result.best_ap}
         best = result.best_weights
-        publish(args, lambda out: write_model(out, best, params, info), result.history, summary)
+        metrics = trained(result.best_ap, result.best_step, result.steps, is_round=bool(args.round))
+        publish(out, lambda model: write_model(model, best, params, info), result.history, metrics)
         clear_scratch(Path(args.ckpt))
         tracker.log_metrics({"best_val_AP": result.best_ap})
-        curves = Path(args.curves)
-        for path in (
-            Path(args.metrics),
-            curves / "train.csv",
-            curves / "val.csv",
-            Path(args.model) / "model.json",
-        ):
+        for path in (out.metrics, out.curves / "train.csv", out.curves / "val.csv", out.model / "model.json"):
             tracker.log_artifact(str(path))
     print(f"{args.name}: best val AP {result.best_ap:.4f} at step {result.best_step}; model in {args.model}")
     if getattr(tracker, "uri", None):
@@ -162,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
     p.add_argument("--quality", help="the round's pseudo-label metrics JSON (for the quality gate)")
     p.add_argument("--prev", help="the previous round's model folder (init and gate fallback)")
+    p.add_argument(
+        "--imported",
+        default="models/imported",
+        help="imported models, named by selftrain.teacher and train.init_from (default: %(default)s)",
+    )
+    p.add_argument("--baseline", action="store_true", help="this run is r0: selftrain.teacher replaces it")
     p.add_argument("--model", required=True, help="output folder for the trained model")
     p.add_argument("--ckpt", required=True, help="scratch folder for the resumable checkpoint")
     p.add_argument("--metrics", required=True, help="metrics JSON to write")

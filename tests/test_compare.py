@@ -20,10 +20,12 @@ def _write_metrics(folder: Path, ap: dict[str, float], precision: dict[str, floa
     folder.mkdir(parents=True, exist_ok=True)
     for name, value in ap.items():
         (folder / f"test_{name}.json").write_text(json.dumps({"AP": value, "AP50": 2 * value}))
-        (folder / f"train_{name}.json").write_text(json.dumps({"best_val_AP": value}))
+        train = {"best_val_AP": value, "best_step": 10, "steps": 20}
+        (folder / f"train_{name}.json").write_text(json.dumps(train))
     for name, value in precision.items():
         (folder / f"pseudo_{name}.json").write_text(json.dumps({"precision@0.5": value, "recall@0.5": 0.5}))
-        (folder / f"train_{name}.json").write_text(json.dumps({"best_val_AP": 0.1, "gated": False}))
+        train = {"best_val_AP": 0.1, "best_step": 10, "steps": 20, "gated": False}
+        (folder / f"train_{name}.json").write_text(json.dumps(train))
 
 
 @pytest.fixture

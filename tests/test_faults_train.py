@@ -3,8 +3,6 @@ nothing left behind (no output, no temporary), previous outputs untouched."""
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +14,7 @@ import torch
 
 from leod.plumbing.errors import LeodError
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels, save_pseudo_labels
+from leod.training.chain import TrainMetrics, TrainOutputs, publish
 from test_training import stage_args, stage_inputs, tiny_data  # noqa: F401  (tiny_data: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,30 +187,17 @@ def test_split_and_pseudo_are_one_choice(edit, wanted, inputs, tmp_path, run_sta
     assert wanted in proc.stderr and not (tmp_path / "out").exists()
 
 
-def _train_stage():
-    spec = importlib.util.spec_from_file_location("train_stage", REPO / "stages" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_failed_publish_leaves_every_previous_output(tmp_path):
     """A write failing at the end (disk full; here: a metrics path under a file) publishes
     nothing: the model folder, curves and metrics of before stay, no temporary is left."""
-    stage = _train_stage()
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "model.pt").write_bytes(b"old weights")
     (tmp_path / "curves").mkdir()
     (tmp_path / "curves" / "train.csv").write_text("old curve\n")
     (tmp_path / "a_file").write_text("")
-    args = argparse.Namespace(
-        name="r1",
-        model=tmp_path / "model",
-        curves=tmp_path / "curves",
-        metrics=tmp_path / "a_file" / "m.json",
-    )
+    out = TrainOutputs(tmp_path / "model", tmp_path / "curves", tmp_path / "a_file" / "m.json")
     before = _tree(tmp_path)
     with pytest.raises(LeodError, match=r"a_file.*cannot write output"):
-        stage.publish(args, lambda out: (out / "model.pt").write_bytes(b"new"), [], {"best_val_AP": 1.0})
+        publish(out, lambda model: (model / "model.pt").write_bytes(b"new"), [], TrainMetrics(1.0, 3, 3))
     assert _tree(tmp_path) == before
     assert os.listdir(tmp_path / "curves") == ["train.csv"]

@@ -28,7 +28,8 @@ def _check(text: str, example: str) -> None:
     assert not _MARKUP.search(text), f"markup in help: {_MARKUP.search(text).group(0)!r}"
     assert re.search(r"^Examples?", text, re.M), "no 'Example' section"
     assert re.search(rf"^\s+{re.escape(example)}\b", text, re.M), f"no example line running {example!r}"
-    lines = text.splitlines() + [""]
+    listing = re.split(r"(?m)^(?:positional arguments|options|optional arguments):$", text, maxsplit=1)[-1]
+    lines = listing.splitlines() + [""]
     for line, after in zip(lines, lines[1:], strict=False):  # every option says what it is for
         if re.fullmatch(r"\s+-{1,2}[\w-]+( [A-Z_]+| \{[^}]*\})?(, -{1,2}[\w-]+( [A-Z_]+)?)?", line):
             indent = len(line) - len(line.lstrip())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -24,7 +25,7 @@ from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_la
 from leod.report.document import render_markdown, write_report
 from leod.report.figures import plot_frames
 from leod.report.frames import FrameExample, FrameInputs, histogram_to_rgb, load_predictions, select_examples
-from leod.report.rows import collect_rows, gap_closed, read_metrics, read_pr_curve
+from leod.report.rows import collect_rows, gap_closed, read_metrics, read_pr_curve, read_train_metrics
 from leod.report.tables import rounds_csv
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -124,7 +125,7 @@ def test_markdown_shows_gap_missing_files_and_gate_reason(outputs: tuple[Path, P
     r2 = table_line(md, "r2")
     assert r2[1:3] == ["missing", "missing"] and r2[4] == "missing"
     assert r2[-2] == "n/a (no test AP of this run)" and r2[-1] == "**yes**: precision 0.3 < 0.5"
-    rows[2].train["gate_reason"] = "a | b\nc"
+    rows[2] = dataclasses.replace(rows[2], train=dataclasses.replace(rows[2].train, gate_reason="a | b\nc"))
     assert "| **yes**: a \\| b c |" in render_markdown(rows, {})
     assert table_line(md, "r0 (sparse labels)")[-2:] == ["n/a (baseline)", "-"]
     assert table_line(md, "full (all labels)")[4] == "-"  # no pseudo labels: not applicable
@@ -134,6 +135,17 @@ def test_markdown_shows_gap_missing_files_and_gate_reason(outputs: tuple[Path, P
     assert f"`{metrics / 'test_r2.json'}` not found (r2 was gated)" in md
     assert f"`{reports / 'pseudo_r2' / 'pr.csv'}` not found" in md
     assert "![ap_per_round](ap_per_round.png)" in md
+
+
+def test_an_imported_teacher_is_named_as_the_baseline(outputs: tuple[Path, Path]) -> None:
+    """train_r0 replaced by selftrain.teacher: the table says so; its val AP is not defined."""
+    metrics, reports = outputs
+    teacher = {"best_step": -1, "steps": 0, "teacher": "rvt-t-gen1"}
+    write_text(metrics / "train_r0.json", json.dumps(teacher))
+    rows = collect_rows(metrics, reports, ["r0", "r1"], "full")
+    assert rows[0].teacher == "rvt-t-gen1" and rows[0].best_val_ap is None and rows[1].teacher is None
+    line = table_line(render_markdown(rows, {}), "r0 (imported: rvt-t-gen1)")
+    assert line[1] == "0.200" and line[3] == "n/a"
 
 
 def test_no_full_run_and_no_gap_to_close(tmp_path: Path) -> None:
@@ -163,9 +175,13 @@ def test_bad_inputs_name_file_and_key(tmp_path: Path) -> None:
     write_text(tmp_path / "b.json", json.dumps({"AP": "high"}))
     with pytest.raises(DataFormatError, match="'AP'"):
         read_metrics(tmp_path / "b.json")
-    write_text(tmp_path / "c.json", json.dumps({"gated": "yes"}))
-    with pytest.raises(DataFormatError, match="'gated'.*bool"):
-        read_metrics(tmp_path / "c.json", {"gated": bool})
+    trained = {"best_val_AP": 0.5, "best_step": 3, "steps": 3}
+    write_text(tmp_path / "c.json", json.dumps({**trained, "gated": "yes"}))
+    with pytest.raises(DataFormatError, match="c.json.*'gated' must be true or false"):
+        read_train_metrics(tmp_path / "c.json")
+    write_text(tmp_path / "d.json", json.dumps({"best_val_AP": 0.5, "steps": 3}))
+    with pytest.raises(DataFormatError, match="d.json.*'best_step'"):
+        read_train_metrics(tmp_path / "d.json")
     write_text(tmp_path / "pr.csv", "threshold,precision\n0.5,0.9\n")
     with pytest.raises(DataFormatError, match="recall"):
         read_pr_curve(tmp_path / "pr.csv")

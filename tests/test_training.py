@@ -259,6 +259,7 @@ def stage_inputs(root: Path, info: dict, tmp: Path) -> dict:
         "params": tmp / "params.yaml",
         "data": root / "pre",
         "prev": tmp / "prev",
+        "imported": tmp / "imported",
         "a": tmp / "a",
         "b": tmp / "b",
     }
@@ -267,7 +268,8 @@ def stage_inputs(root: Path, info: dict, tmp: Path) -> dict:
 def stage_args(inputs: dict, pseudo: str, out: Path) -> list[str]:
     return [
         "--params", inputs["params"], "--name", "r1", "--round", "r1", "--data", inputs["data"],
-        "--pseudo", inputs[pseudo], "--prev", inputs["prev"], "--model", out / "models" / "r1",
+        "--pseudo", inputs[pseudo], "--prev", inputs["prev"], "--imported", inputs["imported"],
+        "--model", out / "models" / "r1",
         "--ckpt", out / "ck", "--metrics", out / "train_r1.json", "--curves", out / "curves", "--no-progress",
     ]  # fmt: skip
 

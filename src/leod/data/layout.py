@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from leod.plumbing.errors import DataFormatError, MissingInputError
+from leod.plumbing.errors import DataFormatError, MissingInputError, read_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
@@ -110,8 +110,8 @@ def load_manifest(root: str | os.PathLike[str]) -> Manifest:
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise MissingInputError(f"{path}: no preprocessed dataset here; run `dvc repro preprocess` first")
+    data = read_json(path, "manifest")
     try:
-        data = json.loads(path.read_text())
         return Manifest(**data)
-    except (json.JSONDecodeError, TypeError) as exc:
+    except TypeError as exc:
         raise DataFormatError(f"{path}: corrupt manifest ({exc})") from exc

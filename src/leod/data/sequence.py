@@ -11,7 +11,6 @@ streaming ranges) but carry no boxes into training batches.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -24,7 +23,7 @@ import numpy as np
 
 from leod.data.layout import Manifest, SequencePaths
 from leod.labels.boxes import clip_to_frame, to_internal, validate_boxes
-from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError
+from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError, read_json
 
 #: LEOD marks boxes that must be neither learned nor treated as background with this class.
 IGNORE_CLASS_ID = 1024
@@ -295,10 +294,7 @@ def load_split(path: str | os.PathLike[str]) -> Split:
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path}: split file not found; run `dvc repro subsample` first")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+    data = read_json(path, "split")
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("mode"), str)

@@ -112,6 +112,9 @@ class SelfTrainConfig:
     #: quality gate: a round whose pseudo precision@0.5 is under this does not train and
     #: carries the previous model forward (0 disables the gate)
     min_precision: float = field(default=0.0, metadata=rng(ge=0, le=1))
+    #: an imported model (a folder name in models/imported) published as r0 instead of
+    #: training it: the chain's first teacher; None trains r0
+    teacher: str | None = None
 
     def check(self, key: str) -> None:
         check_unit_interval(self.soft_thresh, f"{key}.soft_thresh")

@@ -6,7 +6,7 @@ Inputs read:
 * ``<metrics>/pseudo_<round>.json`` and ``<reports>/pseudo_<round>/pr.csv`` (pseudo-label
   quality of a round, only rounds have pseudo labels),
 * ``<metrics>/train_<run>.json`` (best validation AP, and for rounds whether the quality
-  gate stopped the round), read only through :class:`RunRow`'s properties.
+  gate stopped the round), read as :class:`~leod.training.chain.TrainMetrics`.
 
 Stages can be gated or not yet run, so a missing file is a finding to report, not an error
 (``RunRow.missing``). A file that exists but is not what its producer writes is an error
@@ -19,7 +19,6 @@ the share of the AP lost by training on sparse labels that self-training won bac
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -29,7 +28,8 @@ from typing import Literal
 
 import numpy as np
 
-from leod.plumbing.errors import ConfigError, DataFormatError
+from leod.plumbing.errors import ConfigError, DataFormatError, read_json
+from leod.training.chain import TrainMetrics
 
 #: IoU threshold of the pseudo-label operating point shown in the table and the PR figure.
 POINT_IOU = "0.5"
@@ -56,7 +56,7 @@ class RunRow:
     round: int
     kind: Literal["baseline", "round", "full"]
     test: Mapping[str, float] | None
-    train: Mapping[str, float | bool | str] | None  # read through the properties below
+    train: TrainMetrics | None
     pseudo: Mapping[str, float] | None  # always None for the baseline and full
     pr: PRCurve | None  # always None for the baseline and full
     gap_closed: float | None
@@ -69,15 +69,20 @@ class RunRow:
 
     @property
     def best_val_ap(self) -> float | None:
-        return _defined(self.train, "best_val_AP")
+        return _usable(self.train.best_val_AP) if self.train else None
 
     @property
     def gated(self) -> bool:
-        return bool(self.train and self.train.get("gated", False))
+        return bool(self.train and self.train.gated)
 
     @property
     def gate_reason(self) -> str:
-        return str(self.train.get("gate_reason", "")) if self.train else ""
+        return (self.train.gate_reason or "") if self.train else ""
+
+    @property
+    def teacher(self) -> str | None:
+        """The imported model published as this run (the baseline only), or None."""
+        return self.train.teacher if self.train else None
 
     def ap(self, key: str = "AP") -> float | None:
         """A test metric; None when missing or undefined (the evaluator writes -1 without GT)."""
@@ -88,9 +93,14 @@ class RunRow:
 
 
 def _defined(metrics: Mapping[str, float] | None, key: str) -> float | None:
-    if metrics is None or key not in metrics:
+    return _usable(metrics.get(key)) if metrics is not None else None
+
+
+def _usable(value: float | None) -> float | None:
+    """A metric as a number, None when absent or undefined (negative or not finite)."""
+    if value is None:
         return None
-    value = float(metrics[key])
+    value = float(value)
     return value if math.isfinite(value) and value >= 0 else None
 
 
@@ -98,28 +108,23 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def read_metrics(path: Path, flags: Mapping[str, type] | None = None) -> dict | None:
-    """A metrics JSON object, or None when the file does not exist.
-
-    Every value must be a number except the keys in ``flags`` (name -> required type), so a
-    report never silently shows a string or a nested object as a metric.
-    """
+def read_metrics(path: Path) -> dict | None:
+    """A metrics JSON object of numbers only, or None when the file does not exist (a report
+    never silently shows a string or a nested object as a metric)."""
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
+    data = read_json(path, "metrics")
     if not isinstance(data, dict):
         raise DataFormatError(f"{path}: expected a JSON object of metrics, got {type(data).__name__}")
-    flags = flags or {}
     for key, value in data.items():
-        wanted = flags.get(key)
-        ok = isinstance(value, wanted) if wanted else _is_number(value)
-        if not ok:
-            expected = wanted.__name__ if wanted else "a number"
-            raise DataFormatError(f"{path}: key '{key}' is {value!r}, expected {expected}")
+        if not _is_number(value):
+            raise DataFormatError(f"{path}: key '{key}' is {value!r}, expected a number")
     return data
+
+
+def read_train_metrics(path: Path) -> TrainMetrics | None:
+    """A training stage's metrics, or None when the file does not exist."""
+    return TrainMetrics.from_dict(read_json(path, "training metrics"), path) if path.is_file() else None
 
 
 def read_pr_curve(path: Path) -> PRCurve | None:
@@ -198,7 +203,7 @@ def collect_rows(
             paths["pseudo"] = metrics_dir / f"pseudo_{name}.json"
             if reports_dir is not None:
                 paths["pr"] = Path(reports_dir) / f"pseudo_{name}" / "pr.csv"
-        train = read_metrics(paths["train"], {"gated": bool, "gate_reason": str})
+        train = read_train_metrics(paths["train"])
         pseudo = read_metrics(paths["pseudo"]) if kind == "round" else None
         pr = read_pr_curve(paths["pr"]) if "pr" in paths else None
         if kind == "round":

@@ -32,9 +32,7 @@ def _fmt(value: float | None, digits: int | None = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def _cell(
-    source: Mapping | None, value: float | None, digits: int | None = 3, applicable: bool = True
-) -> str:
+def _cell(source: object | None, value: float | None, digits: int | None = 3, applicable: bool = True) -> str:
     """A table cell: the number, "missing" when its file is absent, "-" when not applicable."""
     if not applicable:
         return "-"
@@ -65,6 +63,12 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
 _KIND_LABELS = {"baseline": "sparse labels", "full": "all labels"}
 
 
+def _run_label(row: RunRow) -> str:
+    if row.is_round:
+        return row.name
+    return f"{row.name} ({f'imported: {row.teacher}' if row.teacher else _KIND_LABELS[row.kind]})"
+
+
 def runs_table(rows: Sequence[RunRow]) -> str:
     header = [
         "run",
@@ -84,7 +88,7 @@ def runs_table(rows: Sequence[RunRow]) -> str:
     for r in rows:
         lines.append(
             [
-                f"{r.name} ({_KIND_LABELS[r.kind]})" if not r.is_round else r.name,
+                _run_label(r),
                 _cell(r.test, r.ap("AP")),
                 _cell(r.test, r.ap("AP50")),
                 _cell(r.train, r.best_val_ap),

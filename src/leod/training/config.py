@@ -33,6 +33,9 @@ class TrainConfig:
     amp: bool = True
     #: stop after this many consecutive non-finite losses (the last good checkpoint stays)
     max_nonfinite_steps: int = field(default=3, metadata=rng(ge=1))
+    #: an imported model (a folder name in models/imported) that every run starting from
+    #: random weights starts from instead (r0, full, rounds with selftrain.init: scratch)
+    init_from: str | None = None
 
     def check(self, key: str) -> None:
         from leod.plumbing.errors import ConfigError
