@@ -14,6 +14,7 @@ killed or failed run leaves the previous model as it was.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import shutil
@@ -25,11 +26,12 @@ from leod.config import Params
 from leod.data.sequence import load_split
 from leod.plumbing.atomic import atomic_path, check_writable, write_json
 from leod.plumbing.stage import parser, run
-from leod.plumbing.tracking import print_ui_hint, stage_run
+from leod.plumbing.tracking import NullTracker, print_ui_hint, stage_run
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
 from leod.schema import to_dict
+from leod.training.distributed import is_main, relaunch_under_torchrun
 from leod.training.loop import clear_scratch, train
 from leod.training.model_files import read_model_info, write_model
 
@@ -90,6 +92,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
     if reason is not None:
         carry_forward(args, reason)
         return
+    if relaunch_under_torchrun(params.train, params.loader.batch_size):  # its workers trained
+        return
     if args.pseudo:
         labels_file = Path(args.pseudo) / LABELS_FILE
         pseudo = load_pseudo_labels(labels_file)
@@ -98,9 +102,13 @@ def body(args: argparse.Namespace, params: Params) -> None:
         overrides, kept = None, None if args.split == "full" else load_split(args.split).sequences
     init = Path(args.prev) if args.prev and params.selftrain.init == "previous" else None
     log_params = _params_for_log(params)
-    with stage_run(
-        f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round
-    ) as tracker:
+    # under torchrun, rank 0 alone tracks and publishes
+    tracking = (
+        stage_run(f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round)
+        if is_main()
+        else contextlib.nullcontext(NullTracker())
+    )
+    with tracking as tracker:
         result = train(
             params,
             Path(args.data),
@@ -111,6 +119,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
             init_weights=init,
             progress=not args.no_progress,
         )
+        if not is_main():
+            return
         summary: dict = {"best_val_AP": result.best_ap, "best_step": result.best_step, "steps": result.steps}
         if args.round:
             summary["gated"] = False
