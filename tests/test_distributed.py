@@ -38,12 +38,13 @@ from leod.model.losses import LossTerms
 from leod.preprocess.dataset import convert_dataset
 from leod.synthetic.generate import generate_dataset
 from leod.training import distributed
-from leod.training.loop import global_terms, train
+from leod.training.loop import TrainResult, backward_loss, global_floats, loss_share, train
 from tiny import tiny_dict
 
 REPO = Path(__file__).resolve().parents[1]
 #: what the test demands (the module docstring gives what was measured)
 LOSS_RTOL = 1e-5
+LR = 0.002  # train.lr in params.yaml
 WEIGHTS_Q999 = 1e-5  # 99.9% of the weights within this of one process's
 
 
@@ -69,7 +70,8 @@ def _blocks_worker(rank: int, port: int) -> None:
         num_fg, value = (3, 6.0) if rank == 0 else (0, 2.0)  # per rank: sum / max(num_fg, 1)
         total = torch.tensor(value, requires_grad=True)
         terms = LossTerms(total, total, total, total, num_fg)
-        loss, logged = global_terms(terms, cpu)
+        share = loss_share(terms, cpu)
+        loss, logged = backward_loss(terms, share), global_floats(terms, share, cpu)
         assert float(loss.detach()) == pytest.approx(value * max(num_fg, 1) / 3 * 2)
         assert logged["loss"] == pytest.approx((6.0 * 3 + 2.0) / 3) and logged["num_fg"] == 3
 
@@ -153,30 +155,24 @@ def tiny_params_dict(nproc: int) -> dict:
     return d
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_end_with_the_weights_of_one(tmp_path):
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory) -> tuple[Path, TrainResult]:
+    """The tiny dataset and one process's uninterrupted run on it (the reference)."""
+    root = tmp_path_factory.mktemp("ddp")
     one = params_from_dict(tiny_params_dict(1))
     preset = one.datasets["synthetic"]
-    generate_dataset(
-        one.synthetic, tmp_path / "raw", preset.height, preset.width, preset.classes, progress=False
-    )
-    convert_dataset(one, tmp_path / "raw", tmp_path / "pre", log=lambda _: None, progress=False)
-    alone = train(one, tmp_path / "pre", None, tmp_path / "ck1", progress=False)
+    generate_dataset(one.synthetic, root / "raw", preset.height, preset.width, preset.classes, progress=False)
+    convert_dataset(one, root / "raw", root / "pre", log=lambda _: None, progress=False)
+    return root / "pre", train(one, root / "pre", None, root / "ck1", progress=False)
 
+
+def run_stage(tmp_path: Path, data: Path, env: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess]:
+    """``stages/train.py`` with ``train.nproc_per_node: 2``; its output folder and process."""
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params_dict(2)))
-    mlflow_db = tmp_path / "mlflow.db"
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO / "src"),
-        "OMP_NUM_THREADS": "1",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}",
-        "LEOD_TRACKING": "1",
-    }
-    env.pop("WORLD_SIZE", None)
     out = tmp_path / "out"
     cmd = [sys.executable, str(REPO / "stages" / "train.py"), "--params", str(params_file), "--no-progress"]
-    cmd += ["--name", "r0", "--data", str(tmp_path / "pre"), "--split", "full", "--model", str(out / "model")]
+    cmd += ["--name", "r0", "--data", str(data), "--split", "full", "--model", str(out / "model")]
     cmd += [
         "--ckpt",
         str(out / "ckpt"),
@@ -185,34 +181,75 @@ def test_two_gloo_processes_end_with_the_weights_of_one(tmp_path):
         "--curves",
         str(out / "curves"),
     ]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", **env}
+    env.pop("WORLD_SIZE", None)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "launching 2 training processes" in proc.stdout
     assert proc.stdout.count("r0: best val AP") == 1  # rank 0 alone reports
+    return out, proc
 
-    # the weights of one process on the same global batch, within float32 rounding
+
+def assert_like_one_process(out: Path, reference: TrainResult) -> None:
+    """The published weights and logged losses are one process's, within float32 rounding."""
     weights = torch.load(out / "model" / "model.pt", weights_only=True)
-    assert weights.keys() == alone.best_weights.keys()
+    assert weights.keys() == reference.best_weights.keys()
     diff = torch.cat(
         [
             (weights[k].double() - v.double()).abs().flatten()
-            for k, v in alone.best_weights.items()
+            for k, v in reference.best_weights.items()
             if v.is_floating_point()
         ]
     )
     q999, worst = float(diff.quantile(0.999)), float(diff.max())
     print(f"weights, 2 processes vs 1: median {float(diff.median()):.1e}, 99.9% {q999:.1e}, max {worst:.1e}")
     assert q999 < WEIGHTS_Q999
-    assert worst < one.train.lr  # AdamW moves a weight by at most ~lr per step
-
+    assert worst < LR  # AdamW moves a weight by at most ~lr per step
     # the logged losses are the global batch's (all-reduced), as one process logs them
     rows = (out / "curves" / "train.csv").read_text().splitlines()[1:]
     logged = [float(r.split(",")[2]) for r in rows]
-    assert logged == pytest.approx([r["loss"] for r in alone.history if "loss" in r], rel=LOSS_RTOL)
+    assert logged == pytest.approx([r["loss"] for r in reference.history if "loss" in r], rel=LOSS_RTOL)
 
+
+@pytest.mark.slow
+def test_two_gloo_processes_end_with_the_weights_of_one(alone, tmp_path):
+    data, reference = alone
+    mlflow_db = tmp_path / "mlflow.db"
+    out, _ = run_stage(
+        tmp_path, data, {"MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}", "LEOD_TRACKING": "1"}
+    )
+    assert_like_one_process(out, reference)
     # every output once: one MLflow run, the scratch checkpoint cleared, no stray files
     with sqlite3.connect(mlflow_db) as db:
         assert db.execute("select count(*) from runs").fetchone()[0] == 1
     assert sorted(p.name for p in out.iterdir()) == ["ckpt", "curves", "metrics.json", "model"]
     assert list((out / "ckpt").iterdir()) == []
     assert sorted(p.name for p in (out / "curves").iterdir()) == ["train.csv", "val.csv"]
+
+
+class Killed(Exception):
+    """Stands in for the process being killed between two steps."""
+
+
+def kill_at_step_3(row: dict) -> None:
+    if row["step"] == 3:
+        raise Killed
+
+
+@pytest.mark.slow
+def test_two_processes_resume_the_checkpoint_of_one(alone, tmp_path):
+    """A run killed after its step-2 checkpoint resumes on 2 ranks: each takes its slots'
+    recurrent states from the global batch's, and the run ends as the uninterrupted one."""
+    data, reference = alone
+    with pytest.raises(Killed):
+        train(
+            params_from_dict(tiny_params_dict(1)),
+            data,
+            None,
+            tmp_path / "out" / "ckpt",
+            progress=False,
+            log_row=kill_at_step_3,
+        )
+    out, proc = run_stage(tmp_path, data, {})
+    assert "resuming from" in proc.stderr and "at step 2" in proc.stderr
+    assert_like_one_process(out, reference)

@@ -115,22 +115,33 @@ class BatchLoss(torch.nn.Module):
         return model.loss(preds, supervised_targets(batch).to(batch.frames.device)), new_states
 
 
-def global_terms(terms: LossTerms, device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss to backpropagate on this rank and the global batch's loss terms to log.
+def loss_share(terms: LossTerms, device: torch.device) -> float:
+    """This rank's loss as a share of the global batch's (1 alone).
 
-    The YOLOX loss divides by the batch's positives; a rank's share is rescaled to the global
-    count, so the ranks' losses add up to the global batch's loss, and multiplied by the world
-    size since DDP averages the gradients. Alone: ``terms`` as they are.
+    The YOLOX loss divides by the batch's positives; rescaled by the share, a rank's loss is
+    normalised by the global count, and the ranks' losses add up to the global batch's loss.
     """
-    world = distributed.world_size()
-    if world == 1:
-        return terms.total, terms.as_floats()
-    local = terms.as_floats()
+    if distributed.world_size() == 1:
+        return 1.0
     (fg,) = distributed.all_sum([float(terms.num_fg)], device)
-    share = max(terms.num_fg, 1) / max(fg, 1)
+    return max(terms.num_fg, 1) / max(fg, 1)
+
+
+def backward_loss(terms: LossTerms, share: float) -> torch.Tensor:
+    """The loss to backpropagate: the share times the world size, since DDP averages the
+    ranks' gradients (alone: the loss as it is)."""
+    world = distributed.world_size()
+    return terms.total if world == 1 else terms.total * (share * world)
+
+
+def global_floats(terms: LossTerms, share: float, device: torch.device) -> dict[str, float]:
+    """The global batch's loss terms and positives, for the log (all ranks call it)."""
+    local = terms.as_floats()
+    if distributed.world_size() == 1:
+        return local
     keys = ["loss", "iou_loss", "obj_loss", "cls_loss"]
-    summed = distributed.all_sum([local[k] * share for k in keys], device)
-    return terms.total * (share * world), {**dict(zip(keys, summed, strict=True)), "num_fg": fg}
+    summed = distributed.all_sum([local[k] * share for k in keys] + [local["num_fg"]], device)
+    return dict(zip([*keys, "num_fg"], summed, strict=True))
 
 
 def resumable(last: Path, meta: dict) -> dict | None:
@@ -366,9 +377,9 @@ def _train(
             bar.update()
             continue
         nonfinite = 0
-        loss, logged = global_terms(terms, device)
+        share = loss_share(terms, device)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(backward_loss(terms, share)).backward()
         scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 loss scaling)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
@@ -380,7 +391,7 @@ def _train(
 
         row: dict[str, float] = {}
         if step % tcfg.log_every == 0 or step == tcfg.steps:
-            row = {"step": step, "lr": scheduler.get_last_lr()[0], **logged}
+            row = {"step": step, "lr": scheduler.get_last_lr()[0], **global_floats(terms, share, device)}
             rate = (step - start_step) / max(time.monotonic() - started, 1e-9)
             bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", it_s=f"{rate:.2f}")
             if not progress:  # periodic log lines stand in for the bar (CI, piped output)
@@ -409,8 +420,7 @@ def _train(
         if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
             checkpoint()
     bar.close()
-    if not any(
-        "val/AP" in row for row in history
-    ):  # the run ended on skipped batches before its first validation
+    # the run ended on skipped batches before its first validation (the same on every rank)
+    if not any("val/AP" in row for row in history):
         validate()
     return TrainResult(best_ap, best_step, step, history, best_weights, cpu_copy(model))
