@@ -184,8 +184,13 @@ def run_stage(tmp_path: Path, data: Path, env: dict[str, str]) -> tuple[Path, su
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", **env}
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "launching 2 training processes" in proc.stdout
+    return out, proc
+
+
+def run_stage_ok(tmp_path: Path, data: Path, env: dict[str, str]) -> tuple[Path, subprocess.CompletedProcess]:
+    out, proc = run_stage(tmp_path, data, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("r0: best val AP") == 1  # rank 0 alone reports
     return out, proc
 
@@ -215,7 +220,7 @@ def assert_like_one_process(out: Path, reference: TrainResult) -> None:
 def test_two_gloo_processes_end_with_the_weights_of_one(alone, tmp_path):
     data, reference = alone
     mlflow_db = tmp_path / "mlflow.db"
-    out, _ = run_stage(
+    out, _ = run_stage_ok(
         tmp_path, data, {"MLFLOW_TRACKING_URI": f"sqlite:///{mlflow_db}", "LEOD_TRACKING": "1"}
     )
     assert_like_one_process(out, reference)
@@ -250,6 +255,16 @@ def test_two_processes_resume_the_checkpoint_of_one(alone, tmp_path):
             progress=False,
             log_row=kill_at_step_3,
         )
-    out, proc = run_stage(tmp_path, data, {})
+    out, proc = run_stage_ok(tmp_path, data, {})
     assert "resuming from" in proc.stderr and "at step 2" in proc.stderr
     assert_like_one_process(out, reference)
+
+
+@pytest.mark.slow
+def test_a_failing_worker_ends_the_stage_with_its_error_line(tmp_path):
+    out, proc = run_stage(tmp_path, tmp_path / "nowhere", {})
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "nowhere/manifest.json: no preprocessed dataset here" in last
+    assert "torchrun exit status" in last
+    assert not out.exists()

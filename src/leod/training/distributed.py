@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from typing import IO
 
 import torch
 import torch.distributed as dist
@@ -89,25 +90,39 @@ def relaunch_under_torchrun(tcfg: TrainConfig, batch_size: int, argv: Sequence[s
     params ask for more than one process and this is not already a torchrun worker.
 
     Returns True when the workers did the work (this process has nothing left to do), False
-    when the caller should train itself. A failed worker is one error line here.
+    when the caller should train itself. A failed run ends with one error line here: the
+    first ``error:`` line of a worker (the workers' output passes through unchanged).
     """
     check_batch_split(batch_size, launch_world(tcfg))
     if launch_world(tcfg) == 1 or "WORLD_SIZE" in os.environ:
         return False
     cmd = torchrun_command(tcfg, list(sys.argv if argv is None else argv))
     print(f"launching {launch_world(tcfg)} training processes: {' '.join(cmd[1:])}", flush=True)
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     try:
+        errors = _pass_through(proc.stderr)  # type: ignore[arg-type]
         status = proc.wait()
     except BaseException:  # Ctrl-C or SIGTERM: torchrun forwards the signal to its workers
         proc.terminate()
         proc.wait()
         raise
     if status != 0:
-        raise LeodError(
-            f"torchrun: the training processes failed (exit status {status}); see the ranks' errors above"
-        )
+        why = errors[0] if errors else "see the ranks' output above"
+        raise LeodError(f"{why} (torchrun exit status {status})")
     return True
+
+
+def _pass_through(stream: IO[bytes]) -> list[str]:
+    """Copy ``stream`` to stderr as it comes (progress bars too); its ``error:`` lines."""
+    errors, pending = [], b""
+    for chunk in iter(lambda: os.read(stream.fileno(), 1 << 16), b""):
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.flush()
+        *lines, pending = (pending + chunk).split(b"\n")
+        errors += [
+            line.decode(errors="replace")[len("error: ") :] for line in lines if line.startswith(b"error: ")
+        ]
+    return errors
 
 
 def process_device(device: torch.device) -> torch.device:
