@@ -195,14 +195,13 @@ def run_stage_ok(tmp_path: Path, data: Path, env: dict[str, str]) -> tuple[Path,
     return out, proc
 
 
-def assert_like_one_process(out: Path, reference: TrainResult) -> None:
-    """The published weights and logged losses are one process's, within float32 rounding."""
-    weights = torch.load(out / "model" / "model.pt", weights_only=True)
-    assert weights.keys() == reference.best_weights.keys()
+def assert_weights_close(weights: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    """Equal within float32 rounding as AdamW carries it (module docstring)."""
+    assert weights.keys() == reference.keys()
     diff = torch.cat(
         [
             (weights[k].double() - v.double()).abs().flatten()
-            for k, v in reference.best_weights.items()
+            for k, v in reference.items()
             if v.is_floating_point()
         ]
     )
@@ -210,6 +209,11 @@ def assert_like_one_process(out: Path, reference: TrainResult) -> None:
     print(f"weights, 2 processes vs 1: median {float(diff.median()):.1e}, 99.9% {q999:.1e}, max {worst:.1e}")
     assert q999 < WEIGHTS_Q999
     assert worst < LR  # AdamW moves a weight by at most ~lr per step
+
+
+def assert_like_one_process(out: Path, reference: TrainResult) -> None:
+    """The published weights and logged losses are one process's, within float32 rounding."""
+    assert_weights_close(torch.load(out / "model" / "model.pt", weights_only=True), reference.best_weights)
     # the logged losses are the global batch's (all-reduced), as one process logs them
     rows = (out / "curves" / "train.csv").read_text().splitlines()[1:]
     logged = [float(r.split(",")[2]) for r in rows]
@@ -258,6 +262,29 @@ def test_two_processes_resume_the_checkpoint_of_one(alone, tmp_path):
     out, proc = run_stage_ok(tmp_path, data, {})
     assert "resuming from" in proc.stderr and "at step 2" in proc.stderr
     assert_like_one_process(out, reference)
+
+
+def _killed_run_worker(rank: int, port: int, data: Path, ckpt: Path) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
+    with pytest.raises(Killed):
+        train(params_from_dict(tiny_params_dict(2)), data, None, ckpt, progress=False, log_row=kill_at_step_3)
+
+
+@pytest.mark.slow
+def test_one_process_resumes_the_checkpoint_of_two(alone, tmp_path):
+    """A 2-rank run killed after its step-2 checkpoint (rank 0 wrote the gathered states of
+    the global batch) resumes on 1 process and ends as the uninterrupted 1-process run."""
+    data, reference = alone
+    ckpt = tmp_path / "ckpt"
+    mp.spawn(_killed_run_worker, args=(free_port(), data, ckpt), nprocs=2)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["last.pt"]  # rank 0's alone
+    resumed = train(params_from_dict(tiny_params_dict(1)), data, None, ckpt, progress=False)
+    assert [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    for row, ref in zip(resumed.history[2:], reference.history[2:], strict=True):
+        assert row["loss"] == pytest.approx(ref["loss"], rel=LOSS_RTOL)  # the LSTM states came back
+    assert_weights_close(resumed.final_weights, reference.final_weights)
 
 
 @pytest.mark.slow
