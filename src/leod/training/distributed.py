@@ -20,6 +20,7 @@ With one process nothing here changes what training computes: every helper is th
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime
 import os
@@ -114,14 +115,15 @@ def relaunch_under_torchrun(tcfg: TrainConfig, batch_size: int, argv: Sequence[s
 
 def _pass_through(stream: IO[bytes]) -> list[str]:
     """Copy ``stream`` to stderr as it comes (progress bars too); its ``error:`` lines."""
-    errors, pending = [], b""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    errors: list[str] = []
+    pending = ""
     for chunk in iter(lambda: os.read(stream.fileno(), 1 << 16), b""):
-        sys.stderr.buffer.write(chunk)
+        text = decoder.decode(chunk)
+        sys.stderr.write(text)
         sys.stderr.flush()
-        *lines, pending = (pending + chunk).split(b"\n")
-        errors += [
-            line.decode(errors="replace")[len("error: ") :] for line in lines if line.startswith(b"error: ")
-        ]
+        *lines, pending = (pending + text).split("\n")
+        errors += [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
     return errors
 
 
