@@ -24,6 +24,7 @@ Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from leod.config import Params
 from leod.data.sequence import load_split
 from leod.plumbing.atomic import check_writable
 from leod.plumbing.stage import parser, run
-from leod.plumbing.tracking import print_ui_hint, stage_run
+from leod.plumbing.tracking import NullTracker, print_ui_hint, stage_run
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
@@ -45,6 +46,7 @@ from leod.training.chain import (
     start_weights,
     trained,
 )
+from leod.training.distributed import is_main, relaunch_under_torchrun
 from leod.training.loop import clear_scratch, train
 from leod.training.model_files import build_model, read_model_info, write_model
 
@@ -67,6 +69,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         carry_forward(Path(args.prev), read_model_info(Path(args.prev)), reason, out)
         print(f"{args.name}: gated: {reason}")
         return
+    if relaunch_under_torchrun(params.train, params.loader.batch_size):  # its workers trained
+        return
     if args.pseudo:
         labels_file = Path(args.pseudo) / LABELS_FILE
         pseudo = load_pseudo_labels(labels_file)
@@ -75,9 +79,14 @@ def body(args: argparse.Namespace, params: Params) -> None:
         overrides, kept = None, None if args.split == "full" else load_split(args.split).sequences
     prev = Path(args.prev) if args.prev else None
     init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
-    with stage_run(
-        f"train_{args.name}", _params_for_log(params), params.tracking.experiment, round_name=args.round
-    ) as tracker:
+    log_params = _params_for_log(params)
+    # under torchrun, rank 0 alone tracks and publishes
+    tracking = (
+        stage_run(f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round)
+        if is_main()
+        else contextlib.nullcontext(NullTracker())
+    )
+    with tracking as tracker:
         result = train(
             params,
             Path(args.data),
@@ -88,6 +97,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
             init_weights=init,
             progress=not args.no_progress,
         )
+        if not is_main():
+            return
         info = {"step": result.best_step, "val_AP": result.best_ap}
         best = result.best_weights
         metrics = trained(result.best_ap, result.best_step, result.steps, is_round=bool(args.round))

@@ -57,6 +57,18 @@ class BatchPlan:
     length: int
     n_stream: int
 
+    def shard(self, rank: int, world: int) -> BatchPlan:
+        """Slots ``rank, rank + world, ...``: one of ``world`` data-parallel processes' share.
+
+        Streaming slots stay first; a streaming slot belongs to one process for the whole
+        run, so that process alone carries its recurrent state.
+        """
+        if world == 1:
+            return self
+        picked = range(rank, len(self.samples), world)
+        n_stream = sum(1 for i in picked if i < self.n_stream)
+        return BatchPlan(tuple(self.samples[i] for i in picked), self.length, n_stream)
+
 
 def stream_stretches(seq: SequenceData, length: int) -> list[tuple[int, int]]:
     """The ``[start, stop)`` repr ranges of ``seq`` that streaming walks (see module doc)."""

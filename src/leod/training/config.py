@@ -7,6 +7,10 @@ from typing import Literal
 
 from leod.schema import rng
 
+#: keys that say how a run is spread over processes, not what it trains: a checkpoint
+#: written under one launch resumes under another (see leod.training.recipe)
+LAUNCH_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint", "rdzv_id")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -36,6 +40,19 @@ class TrainConfig:
     #: an imported model (a folder name in models/imported) that every run starting from
     #: random weights starts from instead (r0, full, rounds with selftrain.init: scratch)
     init_from: str | None = None
+    #: training processes per machine (GPUs per node); > 1 runs the stage under torchrun
+    #: (docs/scaling-training.md). loader.batch_size stays the global batch
+    nproc_per_node: int = field(default=1, metadata=rng(ge=1))
+    #: machines taking part; > 1 needs rdzv_endpoint
+    nnodes: int = field(default=1, metadata=rng(ge=1))
+    #: host:port of the c10d rendezvous for multi-node runs; null: one machine (--standalone)
+    rdzv_endpoint: str | None = None
+    #: the rendezvous' job id (the same on every node of one run)
+    rdzv_id: str = "leod"
+    #: torch.compile the detector (CUDA only; ignored on CPU, whose results stay as they are)
+    compile: bool = False
+    #: channels-last memory layout for the convolutions (CUDA only; ignored on CPU)
+    channels_last: bool = False
 
     def check(self, key: str) -> None:
         from leod.plumbing.errors import ConfigError
@@ -45,4 +62,9 @@ class TrainConfig:
                 f"params key '{key}.pct_start' = {self.pct_start} gives a warm-up of "
                 f"{self.pct_start * self.steps:g} steps with {key}.steps = {self.steps}; "
                 "it must exceed 1 step"
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ConfigError(
+                f"params key '{key}.rdzv_endpoint' must name the rendezvous host:port when "
+                f"{key}.nnodes = {self.nnodes}"
             )

@@ -16,6 +16,10 @@ Reads top to bottom like nanoGPT's ``train.py``:
 
 A resumed run replays the sampler's plans (cheap: no data is read) and restores the RNG
 and recurrent states, so on CPU it ends with exactly the weights of an uninterrupted run.
+
+Under torchrun (:mod:`leod.training.distributed`) every rank trains its share of each
+batch's slots, the gradients are all-reduced by DDP, and rank 0 alone validates, logs and
+checkpoints (the checkpoint holds the global batch's states, so any number of ranks resumes it).
 """
 
 from __future__ import annotations
@@ -36,13 +40,16 @@ from leod.data.layout import load_manifest
 from leod.data.loader import iterate_batches
 from leod.data.sampling import TrainSampler
 from leod.data.sequence import LabelArrays, LabelFiles, open_sequences
+from leod.model.convlstm import LstmStates
 from leod.model.detector import RecurrentDetector
+from leod.model.losses import LossTerms
 from leod.model.targets import BoxTargets
 from leod.plumbing.errors import DataFormatError, LeodError
 from leod.plumbing.progress import progress_bar
 from leod.plumbing.tracking import NullTracker
+from leod.training import distributed
 from leod.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
-from leod.training.device import autocast, grad_scaler, pick_device
+from leod.training.device import autocast, grad_scaler, pick_device, prepare_for_gpu
 from leod.training.inference import evaluate_model
 from leod.training.model_files import BEST_WEIGHTS, load_into, load_weights
 from leod.training.recipe import recipe_digest
@@ -81,6 +88,60 @@ def supervised_targets(batch: Batch) -> BoxTargets:
         ignore=batch.ignore[t_idx, b_idx],
         valid=batch.valid[t_idx, b_idx],
     )
+
+
+class BatchLoss(torch.nn.Module):
+    """The forward pass and loss of one batch: what DistributedDataParallel wraps.
+
+    ``run_head`` runs the neck and head even on a batch without supervised frames (on an
+    empty batch): a rank whose share holds none still takes part in the synchronised
+    BatchNorm and the gradient all-reduce of a step that updates.
+    """
+
+    def __init__(self, model: RecurrentDetector) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, batch: Batch, states: LstmStates | None, run_head: bool
+    ) -> tuple[LossTerms | None, LstmStates]:
+        model = self.model
+        preds, new_states = model.forward_sequence(batch.frames, states, batch.supervised)
+        if preds is None and run_head:
+            features, _ = model.forward_backbone(batch.frames[0, :0], None)
+            preds = model.forward_detect(features)
+        if preds is None:
+            return None, new_states
+        return model.loss(preds, supervised_targets(batch).to(batch.frames.device)), new_states
+
+
+def loss_share(terms: LossTerms, device: torch.device) -> float:
+    """This rank's loss as a share of the global batch's (1 alone).
+
+    The YOLOX loss divides by the batch's positives; rescaled by the share, a rank's loss is
+    normalised by the global count, and the ranks' losses add up to the global batch's loss.
+    """
+    if distributed.world_size() == 1:
+        return 1.0
+    (fg,) = distributed.all_sum([float(terms.num_fg)], device)
+    return max(terms.num_fg, 1) / max(fg, 1)
+
+
+def backward_loss(terms: LossTerms, share: float) -> torch.Tensor:
+    """The loss to backpropagate: the share times the world size, since DDP averages the
+    ranks' gradients (alone: the loss as it is)."""
+    world = distributed.world_size()
+    return terms.total if world == 1 else terms.total * (share * world)
+
+
+def global_floats(terms: LossTerms, share: float, device: torch.device) -> dict[str, float]:
+    """The global batch's loss terms and positives, for the log (all ranks call it)."""
+    local = terms.as_floats()
+    if distributed.world_size() == 1:
+        return local
+    keys = ["loss", "iou_loss", "obj_loss", "cls_loss"]
+    summed = distributed.all_sum([local[k] * share for k in keys] + [local["num_fg"]], device)
+    return dict(zip([*keys, "num_fg"], summed, strict=True))
 
 
 def resumable(last: Path, meta: dict) -> dict | None:
@@ -123,11 +184,45 @@ def train(
     log_row: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train a detector. Nothing is published here: the best weights are returned (and kept in
-    the scratch checkpoint) for the caller to publish, then :func:`clear_scratch`."""
+    the scratch checkpoint) for the caller to publish, then :func:`clear_scratch`.
+
+    Under torchrun, ranks other than 0 return a result without best weights."""
+    device = distributed.process_device(pick_device(params.train.device))
+    with distributed.process_group(device):
+        return _train(
+            params,
+            data_root,
+            kept,
+            ckpt_dir,
+            tracker,
+            labels_override,
+            init_weights,
+            progress,
+            log_row,
+            device,
+        )
+
+
+def _train(
+    params: Params,
+    data_root: Path,
+    kept: Mapping[str, list[int]] | None,
+    ckpt_dir: Path,
+    tracker,
+    labels_override: Mapping[str, LabelFiles | LabelArrays] | None,
+    init_weights: Path | None,
+    progress: bool,
+    log_row: Callable[[dict[str, float]], None] | None,
+    device: torch.device,
+) -> TrainResult:
     cfg, tcfg = params.model_config, params.train
-    tracker = tracker or NullTracker()
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    distributed.check_batch_split(params.loader.batch_size, world)
+    tracker = (tracker or NullTracker()) if main else NullTracker()
+    if not main:  # rank 0 reports progress for all
+        progress = False
+        log.setLevel(logging.WARNING)
     seed_everything(params.seed)
-    device = pick_device(tcfg.device)
 
     # -- data
     manifest = load_manifest(data_root)
@@ -139,6 +234,8 @@ def train(
     model = RecurrentDetector(cfg).to(device)
     if init_weights is not None:
         load_into(model, load_weights(init_weights, params), init_weights / BEST_WEIGHTS)
+    prepare_for_gpu(model, device, tcfg)
+    batch_loss = distributed.wrap_ddp(BatchLoss(model), device)  # DDP (and synced BatchNorm) under torchrun
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
@@ -170,16 +267,32 @@ def train(
         step, extra = ckpt["step"], ckpt["extra"]
         if extra["scaler"]:
             scaler.load_state_dict(extra["scaler"])
-        states = [(h.to(device), c.to(device)) for h, c in extra["states"]] if extra["states"] else None
+        states = (
+            [
+                (distributed.shard_slots(h).to(device), distributed.shard_slots(c).to(device))
+                for h, c in extra["states"]
+            ]
+            if extra["states"]
+            else None
+        )
         nonfinite, history = extra["nonfinite"], extra["history"]
         best_ap, best_step, best_weights = extra["best_ap"], extra["best_step"], extra["best_weights"]
         log.info("resuming from %s at step %d", last, step)
     plans = iter(sampler)
     for _ in range(step):  # replay the sampler (plans only, no data is read): one plan per step
         next(plans)
-    batches = iterate_batches(train_seqs, plans, params.loader.num_workers)
+    shares = (plan.shard(rank, world) for plan in plans)
+    batches = iterate_batches(train_seqs, shares, params.loader.num_workers, pin_memory=device.type == "cuda")
 
     def checkpoint() -> None:
+        # every rank hands in its slots' states; rank 0 writes the global batch's
+        saved = (
+            [(distributed.gather_slots(h).cpu(), distributed.gather_slots(c).cpu()) for h, c in states]
+            if states
+            else None
+        )
+        if not main:
+            return
         save_checkpoint(
             last,
             model_state=model.state_dict(),
@@ -189,7 +302,7 @@ def train(
             rng_state=capture_rng_state(),
             meta=meta,
             extra={
-                "states": [(h.cpu(), c.cpu()) for h, c in states] if states else None,
+                "states": saved,
                 "scaler": scaler.state_dict(),
                 "nonfinite": nonfinite,
                 "best_ap": best_ap,
@@ -200,13 +313,18 @@ def train(
         )
 
     def validate() -> float:
+        """COCO AP on the val split, on rank 0 (the other ranks wait; they return NaN)."""
         nonlocal best_ap, best_step, best_weights
+        if not main:
+            distributed.barrier()
+            return math.nan
         result = evaluate_model(model, val_seqs, manifest, params, device, tcfg.eval_batch_size).result
         model.train()
         ap = result.metrics["AP"]
         tracker.log_metrics({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
         if ap > best_ap:
             best_ap, best_step, best_weights = ap, step, cpu_copy(model)
+        distributed.barrier()
         return ap
 
     # -- loop
@@ -214,17 +332,22 @@ def train(
     bar = progress_bar(tcfg.steps, "train", "step", enabled=progress, initial=step)
     started, start_step = time.monotonic(), step
     while step < tcfg.steps:
-        batch = next(batches).to(device)
+        batch = next(batches).to(device, non_blocking=True)
         states = model.reset(states, batch.is_first)
         norm_stats = [b.clone() for b in model.buffers()]  # BatchNorm statistics, kept if non-finite
+        # alone: the head runs only on supervised frames; under torchrun every rank runs it
+        # as soon as any rank's share holds one
+        run_head = world > 1 and distributed.all_sum([float(batch.supervised.sum())], device)[0] > 0
         with autocast(device, tcfg.amp):
-            preds, new_states = model.forward_sequence(batch.frames, states, batch.supervised)
-            terms = model.loss(preds, supervised_targets(batch).to(device)) if preds is not None else None
+            terms, new_states = batch_loss(batch, states, run_head)
         # a batch without kept label frames has no loss: its memory must be finite instead
-        finite = bool(
-            torch.isfinite(terms.total)
-            if terms is not None
-            else all(torch.isfinite(t).all() for pair in new_states for t in pair)
+        finite = distributed.all_true(
+            bool(
+                torch.isfinite(terms.total)
+                if terms is not None
+                else all(torch.isfinite(t).all() for pair in new_states for t in pair)
+            ),
+            device,
         )
         # streaming slots carry their memory on (random-access slots start fresh every batch);
         # a non-finite step leaves no trace: its memory is dropped (every slot starts afresh)
@@ -254,8 +377,9 @@ def train(
             bar.update()
             continue
         nonfinite = 0
+        share = loss_share(terms, device)
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms.total).backward()
+        scaler.scale(backward_loss(terms, share)).backward()
         scaler.unscale_(optimizer)  # clip the true gradients (a no-op without fp16 loss scaling)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         scaler.step(optimizer)  # skips the update when fp16 gradients overflowed
@@ -267,7 +391,7 @@ def train(
 
         row: dict[str, float] = {}
         if step % tcfg.log_every == 0 or step == tcfg.steps:
-            row = {"step": step, "lr": scheduler.get_last_lr()[0], **terms.as_floats()}
+            row = {"step": step, "lr": scheduler.get_last_lr()[0], **global_floats(terms, share, device)}
             rate = (step - start_step) / max(time.monotonic() - started, 1e-9)
             bar.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{row['lr']:.2e}", it_s=f"{rate:.2f}")
             if not progress:  # periodic log lines stand in for the bar (CI, piped output)
@@ -296,6 +420,7 @@ def train(
         if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
             checkpoint()
     bar.close()
-    if best_weights is None:  # the run ended on skipped batches before its first validation
+    # the run ended on skipped batches before its first validation (the same on every rank)
+    if not any("val/AP" in row for row in history):
         validate()
     return TrainResult(best_ap, best_step, step, history, best_weights, cpu_copy(model))

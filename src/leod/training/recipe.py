@@ -4,7 +4,8 @@ A killed training run resumes from its scratch checkpoint only when the rerun wo
 the very same thing: the same params (every section the stage reads, after a round's
 overrides), the same labels (the split's kept frames, or a round's pseudo labels after
 softening, hashed by content), the same teacher weights (``--prev``) and the same
-preprocessed data. Anything else starts over.
+preprocessed data. Anything else starts over; how many processes train (train.nproc_per_node,
+nnodes, rendezvous) is not part of it, so any number of ranks resumes a checkpoint.
 
 The preprocessed data are fingerprinted cheaply but soundly: the manifest, the content of
 every small file that training reads (labels, frame indices, timestamps) and the size and
@@ -24,6 +25,7 @@ from leod.config import Params
 from leod.data.layout import Manifest
 from leod.data.sequence import LabelArrays, LabelFiles
 from leod.schema import to_dict
+from leod.training.config import LAUNCH_KEYS
 from leod.training.model_files import BEST_WEIGHTS, MODEL_INFO
 
 #: the splits whose data a training run reads (train: supervision and memory; val: model choice)
@@ -99,7 +101,7 @@ def recipe_digest(
         "representation": to_dict(params.representation),
         "loader": to_dict(params.loader),
         "model": to_dict(params.model_config),
-        "train": to_dict(params.train),
+        "train": {k: v for k, v in to_dict(params.train).items() if k not in LAUNCH_KEYS},
         "selftrain": to_dict(params.selftrain),
         "kept": {name: list(frames) for name, frames in kept.items()} if kept is not None else None,
         "labels": labels_digest(labels),
