@@ -32,7 +32,7 @@ from leod.config import Params
 from leod.data.sequence import load_split
 from leod.plumbing.atomic import check_writable
 from leod.plumbing.stage import parser, run
-from leod.plumbing.tracking import NullTracker, print_ui_hint, stage_run
+from leod.plumbing.tracking import NullTracker, stage_run
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
@@ -109,7 +109,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
             tracker.log_artifact(str(path))
     print(f"{args.name}: best val AP {result.best_ap:.4f} at step {result.best_step}; model in {args.model}")
     if getattr(tracker, "uri", None):
-        print(f"MLflow: {print_ui_hint(tracker.uri)}")
+        print("MLflow: python -m leod ui   (opens the runs table)")
 
 
 def _params_for_log(params: Params) -> dict:
