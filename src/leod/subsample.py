@@ -15,44 +15,14 @@ because self-training rounds label those too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from leod.config import SubsampleConfig
 from leod.data.layout import Manifest, SequencePaths
-from leod.data.sequence import check_sequence_length
+from leod.data.sequence import Split, check_sequence_length
 from leod.plumbing.errors import DataFormatError
-
-
-@dataclass(frozen=True)
-class Split:
-    """Kept label frames per train sequence, plus totals for the log and the metrics."""
-
-    mode: str
-    sequences: dict[str, list[int]]
-    frames_total: int
-    boxes_total: int
-    boxes_kept: int
-
-    @property
-    def frames_kept(self) -> int:
-        return sum(len(v) for v in self.sequences.values())
-
-    def to_dict(self, cfg: SubsampleConfig, history: int) -> dict:
-        return {
-            "mode": self.mode,
-            "ratio": cfg.ratio,
-            "train_ratio": cfg.train_ratio,
-            "offset": cfg.offset,
-            "history": history,
-            "frames_kept": self.frames_kept,
-            "frames_total": self.frames_total,
-            "boxes_kept": self.boxes_kept,
-            "boxes_total": self.boxes_total,
-            "sequences": self.sequences,
-        }
 
 
 def wsod_frames(repr_idx: np.ndarray, ratio: float, offset: int, history: int) -> list[int]:
@@ -104,7 +74,7 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
         if cfg.mode == "ssod"
         else set()
     )
-    kept: dict[str, list[int]] = {}
+    kept: dict[str, tuple[int, ...]] = {}
     frames_total = boxes_total = boxes_kept = 0
     lengths = []
     for seq in seqs:
@@ -116,7 +86,7 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
             frames = list(range(len(repr_idx))) if seq.name in labelled else []
         else:
             frames = list(range(len(repr_idx)))
-        kept[seq.name] = frames
+        kept[seq.name] = tuple(frames)
         frames_total += len(repr_idx)
         boxes_total += int(counts.sum())
         boxes_kept += int(counts[frames].sum()) if frames else 0

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
@@ -25,6 +26,9 @@ import numpy as np
 from leod.data.layout import Manifest, SequencePaths
 from leod.labels.boxes import clip_to_frame, to_internal, validate_boxes
 from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError
+
+if TYPE_CHECKING:
+    from leod.config import SubsampleConfig
 
 #: LEOD marks boxes that must be neither learned nor treated as background with this class.
 IGNORE_CLASS_ID = 1024
@@ -284,10 +288,36 @@ class KeptFrames(dict[str, tuple[int, ...]]):
 
 @dataclass(frozen=True)
 class Split:
-    """A subsample split: which label frames of which training sequences are kept."""
+    """A subsample split: which label frames of which training sequences are kept.
+
+    The subsample stage makes it with the totals of the train split it was cut from (for its
+    log and metrics); :func:`load_split` reads back only the mode and the kept frames.
+    """
 
     mode: str
-    sequences: KeptFrames
+    sequences: Mapping[str, tuple[int, ...]]  # a KeptFrames when read from a split file
+    frames_total: int | None = None
+    boxes_total: int | None = None
+    boxes_kept: int | None = None
+
+    @property
+    def frames_kept(self) -> int:
+        return sum(len(v) for v in self.sequences.values())
+
+    def to_dict(self, cfg: SubsampleConfig, history: int) -> dict:
+        """The split file: mode, the settings that made it, totals and the kept frames."""
+        return {
+            "mode": self.mode,
+            "ratio": cfg.ratio,
+            "train_ratio": cfg.train_ratio,
+            "offset": cfg.offset,
+            "history": history,
+            "frames_kept": self.frames_kept,
+            "frames_total": self.frames_total,
+            "boxes_kept": self.boxes_kept,
+            "boxes_total": self.boxes_total,
+            "sequences": {name: list(frames) for name, frames in self.sequences.items()},
+        }
 
 
 def load_split(path: str | os.PathLike[str]) -> Split:
