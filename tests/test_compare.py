@@ -11,6 +11,7 @@ import pytest
 
 from leod.plumbing.compare import compare, discover_runs, resolve
 from leod.plumbing.errors import ConfigError
+from leod.plumbing.git import git as run_git
 from tiny import git
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,3 +75,11 @@ def test_unknown_source_is_one_clear_error(repo: Path) -> None:
         text=True,
     )
     assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stdout == ""
+
+
+def test_git_failure_is_none_or_an_error_naming_the_command(tmp_path: Path) -> None:
+    assert run_git("rev-parse", "HEAD", cwd=tmp_path) is None  # not a repository
+    with pytest.raises(ConfigError, match=f"git rev-parse HEAD failed in {tmp_path}: .*not a git repository"):
+        run_git("rev-parse", "HEAD", cwd=tmp_path, required=True)
+    git(tmp_path, "init", "-q")
+    assert run_git("rev-parse", "--git-dir", cwd=tmp_path, required=True) == ".git\n"

@@ -22,7 +22,6 @@ Which runs
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leod.plumbing.errors import ConfigError, MissingInputError
+from leod.plumbing.git import git
 from leod.report.rows import RunRow, collect_rows
 from leod.report.tables import compact_table
 
@@ -48,23 +48,13 @@ class Source:
     rev: str | None
 
 
-def _git(repo: Path, *args: str, required: bool = True) -> str | None:
-    """stdout of a git command in ``repo``; on failure an error, or None when not ``required``."""
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-    if done.returncode == 0:
-        return done.stdout
-    if not required:
-        return None
-    raise ConfigError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
-
-
 def resolve(repo: Path, name: str) -> Source:
     """``workspace``, a DVC experiment name or any git revision, as a :class:`Source`."""
     if name == WORKSPACE:
         return Source(name, None)
-    refs = _git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/").split("\n")
+    refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/", cwd=repo, required=True)
     matches = []
-    for line in filter(None, refs):
+    for line in filter(None, refs.split("\n")):
         ref, sha = line.split(" ")
         m = _EXP_REF.match(ref)
         if m and m["name"] == name:
@@ -73,7 +63,7 @@ def resolve(repo: Path, name: str) -> Source:
         raise ConfigError(f"experiment name '{name}' is ambiguous ({len(matches)} experiments); use a commit")
     if matches:
         return Source(name, matches[0])
-    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", required=False)
+    commit = git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=repo)
     if commit is None:
         raise ConfigError(f"'{name}' is neither '{WORKSPACE}', a DVC experiment nor a git revision")
     return Source(name, commit.strip())
@@ -88,13 +78,15 @@ def metrics_folder(repo: Path, source: Source, metrics: str = "metrics") -> Iter
             raise MissingInputError(f"{folder}: no metrics folder; run the pipeline first (dvc repro)")
         yield folder
         return
-    listing = _git(repo, "ls-tree", "-r", "--name-only", source.rev, "--", f"{metrics}/")
+    listing = git("ls-tree", "-r", "--name-only", source.rev, "--", f"{metrics}/", cwd=repo, required=True)
     names = [Path(p).name for p in listing.split("\n") if p.endswith(".json")]
     if not names:
         raise MissingInputError(f"{source.label}: no {metrics}/*.json committed at {source.rev[:10]}")
     with tempfile.TemporaryDirectory(prefix="leod-compare-") as tmp:
         for name in names:
-            (Path(tmp) / name).write_text(_git(repo, "show", f"{source.rev}:{metrics}/{name}"))
+            (Path(tmp) / name).write_text(
+                git("show", f"{source.rev}:{metrics}/{name}", cwd=repo, required=True)
+            )
         yield Path(tmp)
 
 

@@ -50,13 +50,13 @@ import math
 import os
 import shlex
 import socket
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from leod.plumbing.errors import MissingInputError
+from leod.plumbing.git import git
 from leod.plumbing.mlflow_store import ensure_store, find_root, open_store, retry_locked, tracking_uri
 from leod.schema import flatten
 
@@ -114,15 +114,6 @@ def _param_value(value: Any) -> str:
     return text
 
 
-def _git(*args: str) -> str | None:
-    """Output of a git command in the working directory, or None if git fails."""
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def git_tags() -> dict[str, str]:
     """Commit and dirty flag of the code being run (the working directory's repository).
 
@@ -130,10 +121,11 @@ def git_tags() -> dict[str, str]:
     its own checkout whose HEAD is the baseline with the experiment's changes uncommitted
     (so ``git.dirty`` is ``true``), while the main repository's HEAD may have moved on.
     """
-    status = _git("status", "--porcelain", "--", *_CODE_PATHS)
+    status = git("status", "--porcelain", "--", *_CODE_PATHS)
+    commit = git("rev-parse", "HEAD")
     return {
-        "mlflow.source.git.commit": _git("rev-parse", "HEAD") or "unknown",
-        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "mlflow.source.git.commit": commit.strip() if commit else "unknown",
+        "git.dirty": "unknown" if status is None else str(bool(status.strip())).lower(),
     }
 
 
