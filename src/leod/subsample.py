@@ -1,16 +1,10 @@
 """Which training labels the detector may see: LEOD's weakly (WSOD) and semi (SSOD) supervised splits.
 
-* WSOD (``ratio``): every sequence keeps every ``round(1/ratio)``-th label frame, counted
-  from the first label frame that has ``history`` representation frames before it (so
-  random-access samples of length L exist for every kept frame), shifted by ``offset``;
-  at least one frame per sequence.
-* SSOD (``train_ratio``): the sorted sequence list is strided to keep
-  ``round(N * train_ratio)`` whole sequences fully labelled; the others keep none.
-* full: everything (the upper bound ``train_full`` trains on).
-
-No randomness is involved, as in LEOD: the split is a pure function of the labels and the
-params. The split file lists every train sequence (with an empty list when unlabelled),
-because self-training rounds label those too.
+WSOD keeps every ``round(1/ratio)``-th label frame of each sequence, SSOD a strided
+``train_ratio`` of the sequences fully labelled, full everything (``train_full``'s upper
+bound). As in LEOD there is no randomness: the split is a pure function of labels and params.
+The split file lists every train sequence (an empty list when unlabelled), because
+self-training rounds label those too.
 """
 
 from __future__ import annotations
@@ -26,7 +20,9 @@ from leod.plumbing.errors import DataFormatError
 
 
 def wsod_frames(repr_idx: np.ndarray, ratio: float, offset: int, history: int) -> list[int]:
-    """Kept label-frame indices of one sequence under WSOD (see module docstring)."""
+    """Kept label-frame indices of one sequence under WSOD: every ``round(1/ratio)``-th, counted
+    from the first label frame with ``history`` repr frames before it (so random-access samples
+    of that length exist for every kept frame), shifted by ``offset``; at least one frame."""
     n = len(repr_idx)
     if n == 0:
         return []
@@ -38,7 +34,8 @@ def wsod_frames(repr_idx: np.ndarray, ratio: float, offset: int, history: int) -
 
 
 def ssod_sequences(names: list[str], train_ratio: float, offset: int) -> list[str]:
-    """The fully labelled sequences under SSOD: an even stride through the sorted names."""
+    """The fully labelled sequences under SSOD: ``round(N * train_ratio)`` of them, an even
+    stride through the sorted names."""
     names = sorted(names)
     count = max(1, round(len(names) * train_ratio))
     stride = max(1, len(names) // count)

@@ -1,22 +1,10 @@
 """The round table of the workspace, of git commits or of DVC experiments, from metrics/ only.
 
 ``python -m leod compare`` answers "what did each round bring?" without running anything:
-it reads the metrics JSON files the pipeline committed (``test_<run>.json``,
-``pseudo_<round>.json``, ``train_<run>.json``) and prints test AP, pseudo-label
-precision/recall and the gap closed per run, for one or several sources side by side.
-
-A source is
-    ``workspace`` (the ``metrics/`` folder as it is on disk), a git revision (commit,
-    branch, tag, ``HEAD~1``) or the name of a DVC experiment (``dvc exp show`` lists
-    them). Experiments are git commits kept under ``refs/exps/``; DVC stores their
-    uncached metrics files in those commits, so reading them needs git only.
-
-Which runs
-    ``r0`` (the baseline) and ``full`` (full supervision) by name, the rounds as every
-    other name that has a ``pseudo_<name>.json`` or ``train_<name>.json``, ordered
-    naturally (r2 before r10). The chain's ``prev`` links live in params.yaml, not in
-    metrics/, so a chain whose round names do not sort in chain order is listed in name
-    order.
+it reads the committed metrics JSON files and prints test AP, pseudo-label precision/recall
+and the gap closed per run, for one or several sources side by side. A source is
+``workspace``, a git revision or a DVC experiment name (experiments are git commits under
+``refs/exps/`` holding their uncached metrics files, so reading them needs git only).
 """
 
 from __future__ import annotations
@@ -95,7 +83,9 @@ def _natural_key(name: str) -> list[int | str]:
 
 
 def discover_runs(folder: Path) -> tuple[list[str], str | None]:
-    """``([r0, rounds...], full or None)`` from the metrics files present in ``folder``."""
+    """``([r0, rounds...], full or None)`` from the metrics files present in ``folder``: the
+    rounds are every other name with a ``pseudo_`` or ``train_`` file, in natural order (r2
+    before r10; the chain's ``prev`` links live in params.yaml, not in metrics/)."""
     names = {m["name"] for p in folder.iterdir() if (m := _RUN_FILE.match(p.name))}
     rounds = sorted(names - {BASELINE, FULL}, key=_natural_key)
     return [BASELINE, *rounds], FULL if FULL in names else None

@@ -1,44 +1,10 @@
 """MLflow tracking shared by every stage: one store per repository, one run per stage.
 
 DVC owns the pipeline, data and metrics files; MLflow adds per-step curves and a UI. The
-two are linked by tags on each run (git commit, DVC experiment name, DVC stage).
-
-Where runs go
-    ``MLFLOW_TRACKING_URI`` when set; otherwise an absolute ``sqlite:////<root>/mlflow.db``.
-    The root is ``DVC_ROOT`` when DVC runs the stage (queued experiments run in a temp copy
-    ``.dvc/tmp/exps/tmp<random>`` that is deleted afterwards, while ``DVC_ROOT`` names the main
-    repository), else the nearest parent folder holding ``dvc.yaml`` or ``.git``, else the
-    working directory. A relative URI would write into the temp copy and lose the runs.
-    For a sqlite store, artefacts go to the absolute folder ``mlruns`` beside the database,
-    fixed when the experiment is created, so they never point into a deleted temp folder.
-    Other stores (e.g. an ``http://`` server) keep their own artefact location.
-    An ``http(s)://`` server is probed first (a closed port or an unknown host fails within
-    seconds, not after MLflow's minutes of retries) and MLflow's HTTP retries and timeout
-    are bounded unless ``MLFLOW_HTTP_REQUEST_*`` are set.
-    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` so that
-    MLflow 3's UI opens it on the runs table rather than its GenAI traces view.
-
-Run tags
-    ``mlflow.source.git.commit`` (HEAD of the code being run, ``unknown`` outside git),
-    ``git.dirty`` (``true``/``false``/``unknown``: whether src/, stages/ or params.yaml
-    differ from that commit; dvc.lock and outputs change during any run and do not count),
-    ``dvc.exp_name``,
-    ``dvc.exp_baseline_rev``, ``dvc.stage`` (from ``DVC_EXP_NAME``, ``DVC_EXP_BASELINE_REV``,
-    ``DVC_STAGE`` when set), ``stage``, ``round`` (when given), ``leod.host`` and
-    ``leod.pid`` (the process running the stage), plus any extra tags.
-
-Killed runs
-    A stage killed by SIGKILL cannot close its run, which stays RUNNING. When a stage
-    starts, every RUNNING run of the experiment whose ``leod.host`` is this machine and
-    whose process no longer exists is marked KILLED.
-
-Disabling
-    ``LEOD_TRACKING=0`` (or ``false``/``no``/``off``) makes :func:`stage_run` yield a
-    :class:`NullTracker` with the same methods and touch no store: unit tests of other
-    modules and quick local runs need no MLflow database.
-
-The store itself (location, checks, creation) is :mod:`leod.plumbing.mlflow_store`. mlflow is
-imported lazily (it takes seconds), so ``import leod.plumbing.tracking`` stays cheap.
+two are linked by tags on each run (git commit, DVC experiment name, DVC stage). Where the
+store is: :mod:`leod.plumbing.mlflow_store`. ``LEOD_TRACKING=0`` turns tracking into a no-op
+(:class:`NullTracker`), for unit tests and quick local runs. mlflow is imported lazily (it
+takes seconds), so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -115,7 +81,9 @@ def _param_value(value: Any) -> str:
 
 
 def git_tags() -> dict[str, str]:
-    """Commit and dirty flag of the code being run (the working directory's repository).
+    """Commit and dirty flag of the code being run (the working directory's repository):
+    ``mlflow.source.git.commit`` (``unknown`` outside git) and ``git.dirty`` (``true``,
+    ``false`` or ``unknown``: whether src/, stages/ or params.yaml differ from the commit).
 
     The working directory is used rather than ``DVC_ROOT``: a queued experiment runs in
     its own checkout whose HEAD is the baseline with the experiment's changes uncommitted
@@ -130,6 +98,9 @@ def git_tags() -> dict[str, str]:
 
 
 def _run_tags(stage: str, round_name: str | None, extra_tags: Mapping[str, Any] | None) -> dict[str, str]:
+    """Commit and dirty flag (:func:`git_tags`), ``dvc.exp_name``, ``dvc.exp_baseline_rev``,
+    ``dvc.stage`` (from DVC's environment when set), ``stage``, ``round``, the host and pid of
+    the process (to find runs it left RUNNING when killed) and the extra tags."""
     tags = git_tags()
     for env, key in (
         ("DVC_EXP_NAME", "dvc.exp_name"),
@@ -254,7 +225,8 @@ def _process_gone(pid: str) -> bool:
 
 
 def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of this machine whose process is gone; returns their ids."""
+    """Mark KILLED the RUNNING runs of this machine whose process is gone; returns their ids.
+    A stage killed by SIGKILL cannot close its run, so each stage does this when it starts."""
     host = socket.gethostname().replace("'", "")
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
     runs = retry_locked(lambda: client.search_runs([experiment_id], filter_string=query, max_results=1000))
