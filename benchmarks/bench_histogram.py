@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
 import torch
 
-from leod.events.types import Events
-from leod.preprocess.histogram import stacked_histogram, stacked_histograms
-from leod.preprocess.histogram_reference import reference_downsample, reference_histogram
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from histogram_reference import reference_downsample, reference_histogram  # noqa: E402
+from leod.events.types import Events  # noqa: E402
+from leod.preprocess.histogram import stacked_histogram, stacked_histograms  # noqa: E402
 
 WINDOW_US = 50_000
 

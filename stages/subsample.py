@@ -23,15 +23,9 @@ def body(args: argparse.Namespace, params: Params) -> None:
     manifest = load_manifest(root)
     history = params.loader.sequence_length
     split = make_split(manifest, root, params.subsample, history)
-    write_json(args.out, split.to_dict(params.subsample, history))
-    write_json(
-        args.metrics,
-        {
-            k: v
-            for k, v in split.to_dict(params.subsample, history).items()
-            if k.startswith(("frames", "boxes"))
-        },
-    )
+    record = split.to_dict(params.subsample, history)
+    write_json(args.out, record)
+    write_json(args.metrics, {k: v for k, v in record.items() if k.startswith(("frames", "boxes"))})
     print(
         f"subsample ({split.mode}): kept {split.frames_kept}/{split.frames_total} label frames and "
         f"{split.boxes_kept}/{split.boxes_total} boxes in {len(split.sequences)} train sequences "

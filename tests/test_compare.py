@@ -11,6 +11,7 @@ import pytest
 
 from leod.plumbing.compare import compare, discover_runs, resolve
 from leod.plumbing.errors import ConfigError
+from leod.plumbing.git import git as run_git
 from tiny import git
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,3 +118,11 @@ def test_next_steps_creates_no_store_and_honours_tracking_off(tmp_path: Path, mo
     assert not (tmp_path / "mlflow.db").exists()
     monkeypatch.setenv("LEOD_TRACKING", "0")
     assert next_steps(tmp_path, "leod").endswith("MLflow: tracking is off (LEOD_TRACKING=0)")
+
+
+def test_git_failure_is_none_or_an_error_naming_the_command(tmp_path: Path) -> None:
+    assert run_git("rev-parse", "HEAD", cwd=tmp_path) is None  # not a repository
+    with pytest.raises(ConfigError, match=f"git rev-parse HEAD failed in {tmp_path}: .*not a git repository"):
+        run_git("rev-parse", "HEAD", cwd=tmp_path, required=True)
+    git(tmp_path, "init", "-q")
+    assert run_git("rev-parse", "--git-dir", cwd=tmp_path, required=True) == ".git\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -21,7 +22,7 @@ from leod.data.augment import AugParams, augment_boxes, augment_frames
 from leod.data.batch import Batch
 from leod.data.config import AugmentConfig, DataConfig
 from leod.data.layout import Manifest, load_manifest
-from leod.data.loader import inference_batches, iterate_batches, load_sample, train_batches
+from leod.data.loader import inference_batches, iterate_batches, load_sample
 from leod.data.sampling import InferenceSampler, SampleSpec, TrainSampler, stream_stretches
 from leod.data.sequence import LabelFiles, SequenceData, load_split, open_sequences
 from leod.labels.boxes import BOX_DTYPE, empty_boxes, to_evaluator
@@ -122,6 +123,11 @@ def train_seqs(dataset: Path) -> list[SequenceData]:
 
 def no_aug() -> AugmentConfig:
     return AugmentConfig(hflip_p=0.0)
+
+
+def train_batches(sequences: list[SequenceData], cfg: DataConfig, seed: int) -> Iterator[Batch]:
+    """Endless training batches as the training loop draws them."""
+    return iterate_batches(sequences, TrainSampler(sequences, cfg, seed), cfg.num_workers)
 
 
 def config(**kw) -> DataConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -9,10 +10,11 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter for the hand-made D
 import numpy as np
 import pytest
 
+from h5_encode import write_h5_events
 from leod.events import open_recording
 from leod.events.dat import RECORD_DTYPE, DatReader, pack_words, write_dat
 from leod.events.evt import EvtReader
-from leod.events.h5 import H5Reader, write_h5_events
+from leod.events.h5 import H5Reader
 from leod.events.policy import ReadPolicy
 from leod.events.reader import EventReader
 from leod.events.types import Events
@@ -48,9 +50,43 @@ def _write_raw(path: Path, header: str, words: list[int], dtype: str) -> Path:
     return path
 
 
+def iter_windows(reader: EventReader, window_us: int, t_start: int | None = None) -> Iterator[Events]:
+    """Yield the events of consecutive half-open windows ``[s + k*w, s + (k+1)*w)``.
+
+    ``s`` is ``t_start`` when given (earlier events are skipped), else the first event's
+    timestamp rounded down to a multiple of ``window_us``, so windows sit on a grid that
+    does not depend on where a file happens to start. The first window yielded therefore
+    always holds the first kept event, which lets a caller recover ``s`` as
+    ``window.t[0] // window_us * window_us`` when it did not pass ``t_start``.
+    Empty windows inside gaps are yielded (a consumer counting windows stays aligned);
+    iteration stops after the window holding the last event.
+    """
+    if window_us <= 0:
+        raise ValueError(f"window_us must be positive, got {window_us}")
+    start = t_start
+    pending: list[Events] = []
+    for chunk in reader.iter_chunks():
+        if start is None:
+            start = int(chunk.t[0]) // window_us * window_us
+        i = int(np.searchsorted(chunk.t, start, side="left"))
+        n = len(chunk)
+        while i < n:
+            stop = start + window_us
+            j = int(np.searchsorted(chunk.t, stop, side="left"))
+            if j == n:
+                pending.append(chunk.slice(i, n))
+                break
+            pending.append(chunk.slice(i, j))
+            yield Events.concatenate(pending)
+            pending = []
+            start, i = stop, j
+    if any(len(part) for part in pending):
+        yield Events.concatenate(pending)
+
+
 def _assert_windows_match(reader: EventReader, whole: Events, window_us: int) -> int:
     """Windows concatenate to ``whole`` and each lies inside its half-open interval."""
-    windows = list(reader.iter_windows(window_us))
+    windows = list(iter_windows(reader, window_us))
     _assert_same(Events.concatenate(windows), whole)
     start = int(whole.t[0]) // window_us * window_us
     for k, window in enumerate(windows):
@@ -116,7 +152,7 @@ def test_real_evt3_matches_reference_decode() -> None:
     assert np.all(lag % 4096 == 0) and np.all(np.diff(lag) >= 0)
     assert (int(lag[0]), int(lag[-1])) == (0, drops * 4096)
     assert (int(events.t[0]), int(events.t[-1])) == (11_718_656, 11_727_457)
-    assert int((events.p == 1).sum()) == 115_532 and reader.clamped_count == 0
+    assert int((events.p == 1).sum()) == 115_532 and reader.stats.clamped == 0
 
 
 @needs_real
@@ -167,7 +203,7 @@ def test_dat_round_trip(tmp_path: Path, event_type: int) -> None:
     reader = open_recording(path, chunk_size=123)
     assert reader.header.event_type == event_type and (reader.height, reader.width) == (240, 304)
     _assert_same(reader.read_all(), events)
-    assert reader.clamped_count == 0
+    assert reader.stats.clamped == 0
     assert _assert_windows_match(reader, events, 50_000) == 40
 
 
@@ -178,7 +214,7 @@ def test_dat_clamps_and_counts_backward_timestamps(tmp_path: Path) -> None:
         reader = DatReader(path, chunk_size=chunk_size, policy=JITTERY)
         events = reader.read_all()
         assert events.t.tolist() == [10, 20, 20, 30, 30, 30, 40]
-        assert reader.clamped_count == 3
+        assert reader.stats.clamped == 3
 
 
 def test_dat_unwraps_32bit_timestamps(tmp_path: Path) -> None:
@@ -194,7 +230,7 @@ def test_dat_unwraps_32bit_timestamps(tmp_path: Path) -> None:
     for chunk_size in (1, 2, 5):
         reader = DatReader(path, chunk_size=chunk_size, policy=JITTERY)
         assert reader.read_all().t.tolist() == [top - 10, top - 5, top - 5, top + 3, top + 8]
-        assert reader.clamped_count == 1  # the 2 us jitter is clamped, the wrap is not
+        assert reader.stats.clamped == 1  # the 2 us jitter is clamped, the wrap is not
 
 
 def test_dat_without_header_is_type0_from_byte0(tmp_path: Path) -> None:
@@ -210,12 +246,12 @@ def test_iter_windows_grid_gaps_and_start(tmp_path: Path) -> None:
     events = _events([5, 10, 19, 20, 55], [1, 2, 3, 4, 5], [0] * 5, [0] * 5)
     write_dat(path, events, height=1, width=8)
     reader = DatReader(path, chunk_size=2)
-    assert [w.t.tolist() for w in reader.iter_windows(10)] == [[5], [10, 19], [20], [], [], [55]]
-    assert [w.t.tolist() for w in reader.iter_windows(10, t_start=10)] == [[10, 19], [20], [], [], [55]]
-    assert [w.x.tolist() for w in reader.iter_windows(15, t_start=7)] == [[2, 3, 4], [], [], [5]]
-    assert list(reader.iter_windows(10, t_start=60)) == []
+    assert [w.t.tolist() for w in iter_windows(reader, 10)] == [[5], [10, 19], [20], [], [], [55]]
+    assert [w.t.tolist() for w in iter_windows(reader, 10, t_start=10)] == [[10, 19], [20], [], [], [55]]
+    assert [w.x.tolist() for w in iter_windows(reader, 15, t_start=7)] == [[2, 3, 4], [], [], [5]]
+    assert list(iter_windows(reader, 10, t_start=60)) == []
     with pytest.raises(ValueError, match="window_us"):
-        next(reader.iter_windows(0))
+        next(iter_windows(reader, 0))
 
 
 @pytest.mark.parametrize(
@@ -403,7 +439,7 @@ def test_h5_dsec_layout_with_t_offset(tmp_path: Path) -> None:
     assert (reader.height, reader.width) == (480, 640)
     events = reader.read_all()
     assert (events.t - 50_000_000_000).tolist() == [0, 7, 7]
-    assert events.p.tolist() == [1, 0, 0] and reader.clamped_count == 1
+    assert events.p.tolist() == [1, 0, 0] and reader.stats.clamped == 1
 
 
 def test_h5_bad_input(tmp_path: Path) -> None:

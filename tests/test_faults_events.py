@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from evt_encode import encode_evt3, write_raw
+from h5_encode import write_h5_events
 from leod.events import open_recording
 from leod.events.dat import EVENT_SIZE, write_dat
-from leod.events.h5 import write_h5_events
 from leod.events.policy import ReadPolicy
 from leod.events.types import Events, ReadStats
 from leod.plumbing.errors import DataFormatError

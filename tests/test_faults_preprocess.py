@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
+from h5_encode import write_h5_events
 from leod.config import params_from_dict
 from leod.data.config import DataConfig
 from leod.data.layout import load_manifest
@@ -33,7 +34,6 @@ from leod.data.sampling import TrainSampler
 from leod.data.sequence import load_split, open_sequences
 from leod.events import open_recording
 from leod.events.dat import write_dat
-from leod.events.h5 import write_h5_events
 from leod.events.types import Events
 from leod.plumbing.atomic import stale_temporaries, write_json
 from leod.plumbing.errors import ConfigError, DataFormatError

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from histogram_reference import reference_stacked_histogram
 from leod.events.types import Events
 from leod.plumbing.errors import ConfigError, DataFormatError
 from leod.preprocess.histogram import _time_bin, output_shape, stacked_histogram, stacked_histograms
-from leod.preprocess.histogram_reference import reference_stacked_histogram
 
 
 def make_events(t: list[int], x: list[int], y: list[int], p: list[int]) -> Events:

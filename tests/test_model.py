@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from leod.labels.boxes import empty_boxes
 from leod.model.backbone import pad_to_multiple
 from leod.model.box_ops import cxcywh_to_xyxy, pairwise_iou
 from leod.model.config import ModelConfig
@@ -344,11 +343,12 @@ def test_perfect_boxes_have_zero_iou_loss() -> None:
     assert math.isclose(float(loss.cls), 2 * math.log(2), rel_tol=1e-5)
 
 
-def test_targets_from_box_arrays_and_checks() -> None:
-    arr = empty_boxes(2)
-    arr["x"], arr["y"], arr["w"], arr["h"] = [10, 0], [20, 0], [30, 8], [40, 8]
-    arr["class_id"], arr["ignore"] = [1, 1024], [False, True]
-    targets = BoxTargets.from_box_arrays([arr, empty_boxes(0)], scale=0.5)
+def test_targets_from_list_and_checks() -> None:
+    boxes = [torch.tensor([[12.5, 20.0, 15.0, 20.0], [2.0, 2.0, 4.0, 4.0]]), torch.zeros(0, 4)]
+    labels = [torch.tensor([1, 1024]), torch.zeros(0, dtype=torch.int64)]
+    targets = BoxTargets.from_list(
+        boxes, labels, [torch.tensor([False, True]), torch.zeros(0, dtype=torch.bool)]
+    )
     assert targets.boxes.shape == (2, 2, 4)
     assert targets.boxes[0, 0].tolist() == [12.5, 20.0, 15.0, 20.0]
     assert targets.ignore[0].tolist() == [False, True] and targets.valid.tolist() == [
@@ -420,8 +420,8 @@ def test_postprocess_thresholds_and_class_aware_nms() -> None:
     assert low.labels.tolist() == [0, 1, 0]
     (strict,) = postprocess(preds, conf_threshold=0.6, nms_iou=0.45)
     assert len(strict) == 1
-    rows = dets.to_box_array(t_us=123, scale=2.0)
-    assert rows["t"].tolist() == [123, 123] and rows["x"][0] == 80.0 and rows["w"][0] == 40.0
+    rows = dets.to_box_array(t_us=123)
+    assert rows["t"].tolist() == [123, 123] and rows["x"][0] == 40.0 and rows["w"][0] == 20.0
     assert np.allclose(rows["objectness"], 0.9) and rows["class_id"].tolist() == [0, 1]
 
 

@@ -21,6 +21,20 @@ from leod.preprocess.histogram import stacked_histograms
 from leod.synthetic.generate import generate_dataset
 from tiny import tiny_dict
 
+#: The dtype of many released Gen1 label files (``ts`` and ``confidence`` names).
+LEGACY_GEN1_DTYPE = np.dtype(
+    [
+        ("ts", "<u8"),
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("w", "<f4"),
+        ("h", "<f4"),
+        ("class_id", "u1"),
+        ("confidence", "<f4"),
+        ("track_id", "<u4"),
+    ]
+)
+
 
 def small_params(params_dict: dict, **preprocess) -> dict:
     d = tiny_dict(params_dict)
@@ -121,7 +135,7 @@ def test_stage_missing_raw_folder(tmp_path, params_dict, run_stage):
 
 
 def test_negative_box_size_is_rejected(tmp_path):
-    from leod.labels.boxes import EVALUATOR_DTYPE, LEGACY_GEN1_DTYPE
+    from leod.labels.boxes import EVALUATOR_DTYPE
     from leod.plumbing.errors import DataFormatError
 
     boxes = np.zeros(2, dtype=EVALUATOR_DTYPE)

@@ -1,4 +1,4 @@
-"""LEOD's WSOD / SSOD label splits (src/leod/subsample.py)."""
+"""LEOD's WSOD / SSOD label splits (src/leod/subsample.py) and the split file they make."""
 
 from __future__ import annotations
 
@@ -53,13 +53,13 @@ def test_make_split_counts_and_determinism(tmp_path):
     manifest = make_dataset(tmp_path, {"a": 40, "b": 25, "c": 3})
     cfg = SubsampleConfig(mode="wsod", ratio=0.1)
     split = make_split(manifest, tmp_path, cfg, history=3)
-    assert split.sequences == {"a": [1, 11, 21, 31], "b": [1, 11, 21], "c": [1]}
+    assert split.sequences == {"a": (1, 11, 21, 31), "b": (1, 11, 21), "c": (1,)}
     assert split.frames_kept == 8 and split.frames_total == 68
     assert split.boxes_kept == 16 and split.boxes_total == 136
     assert make_split(manifest, tmp_path, cfg, history=3) == split
 
     ssod = make_split(manifest, tmp_path, SubsampleConfig(mode="ssod", train_ratio=0.34), history=3)
-    assert ssod.sequences == {"a": list(range(40)), "b": [], "c": []}
+    assert ssod.sequences == {"a": tuple(range(40)), "b": (), "c": ()}
     full = make_split(manifest, tmp_path, SubsampleConfig(mode="full"), history=3)
     assert full.frames_kept == full.frames_total
 

@@ -23,13 +23,9 @@ from leod.plumbing.tracking import (
     stage_run,
     tracking_uri,
 )
+from tiny import git
 
 _ENV = ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_STAGE", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV")
-
-
-def _git(repo: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +47,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, initialised_db: Path) 
     root = tmp_path / "repo"
     root.mkdir()
     (root / "dvc.yaml").write_text("stages: {}\n")
-    _git(root, "init", "-q")
-    _git(root, "add", "dvc.yaml")
-    _git(root, "commit", "-q", "-m", "init")
+    git(root, "init", "-q")
+    git(root, "add", "dvc.yaml")
+    git(root, "commit", "-q", "-m", "init")
     shutil.copyfile(initialised_db, root / "mlflow.db")
     monkeypatch.chdir(root)
     return root
@@ -145,7 +141,7 @@ def test_stage_run_logs_params_metrics_tags_and_artifacts(
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "ap")] == [(0, 0.0), (2, 0.2)]
 
     tags = run.data.tags
-    assert tags["mlflow.source.git.commit"] == _git(repo, "rev-parse", "HEAD")
+    assert tags["mlflow.source.git.commit"] == git(repo, "rev-parse", "HEAD")
     assert tags["git.dirty"] == "false"
     assert tags["dvc.exp_name"] == "lucky-exp"
     assert tags["dvc.exp_baseline_rev"] == "abc123"

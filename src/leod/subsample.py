@@ -1,62 +1,28 @@
 """Which training labels the detector may see: LEOD's weakly (WSOD) and semi (SSOD) supervised splits.
 
-* WSOD (``ratio``): every sequence keeps every ``round(1/ratio)``-th label frame, counted
-  from the first label frame that has ``history`` representation frames before it (so
-  random-access samples of length L exist for every kept frame), shifted by ``offset``;
-  at least one frame per sequence.
-* SSOD (``train_ratio``): the sorted sequence list is strided to keep
-  ``round(N * train_ratio)`` whole sequences fully labelled; the others keep none.
-* full: everything (the upper bound ``train_full`` trains on).
-
-No randomness is involved, as in LEOD: the split is a pure function of the labels and the
-params. The split file lists every train sequence (with an empty list when unlabelled),
-because self-training rounds label those too.
+WSOD keeps every ``round(1/ratio)``-th label frame of each sequence, SSOD a strided
+``train_ratio`` of the sequences fully labelled, full everything (``train_full``'s upper
+bound). As in LEOD there is no randomness: the split is a pure function of labels and params.
+The split file lists every train sequence (an empty list when unlabelled), because
+self-training rounds label those too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from leod.data.config import SubsampleConfig
 from leod.data.layout import Manifest, SequencePaths
-from leod.data.sequence import check_sequence_length
+from leod.data.sequence import Split, check_sequence_length
 from leod.plumbing.errors import DataFormatError
 
 
-@dataclass(frozen=True)
-class Split:
-    """Kept label frames per train sequence, plus totals for the log and the metrics."""
-
-    mode: str
-    sequences: dict[str, list[int]]
-    frames_total: int
-    boxes_total: int
-    boxes_kept: int
-
-    @property
-    def frames_kept(self) -> int:
-        return sum(len(v) for v in self.sequences.values())
-
-    def to_dict(self, cfg: SubsampleConfig, history: int) -> dict:
-        return {
-            "mode": self.mode,
-            "ratio": cfg.ratio,
-            "train_ratio": cfg.train_ratio,
-            "offset": cfg.offset,
-            "history": history,
-            "frames_kept": self.frames_kept,
-            "frames_total": self.frames_total,
-            "boxes_kept": self.boxes_kept,
-            "boxes_total": self.boxes_total,
-            "sequences": self.sequences,
-        }
-
-
 def wsod_frames(repr_idx: np.ndarray, ratio: float, offset: int, history: int) -> list[int]:
-    """Kept label-frame indices of one sequence under WSOD (see module docstring)."""
+    """Kept label-frame indices of one sequence under WSOD: every ``round(1/ratio)``-th, counted
+    from the first label frame with ``history`` repr frames before it (so random-access samples
+    of that length exist for every kept frame), shifted by ``offset``; at least one frame."""
     n = len(repr_idx)
     if n == 0:
         return []
@@ -68,7 +34,8 @@ def wsod_frames(repr_idx: np.ndarray, ratio: float, offset: int, history: int) -
 
 
 def ssod_sequences(names: list[str], train_ratio: float, offset: int) -> list[str]:
-    """The fully labelled sequences under SSOD: an even stride through the sorted names."""
+    """The fully labelled sequences under SSOD: ``round(N * train_ratio)`` of them, an even
+    stride through the sorted names."""
     names = sorted(names)
     count = max(1, round(len(names) * train_ratio))
     stride = max(1, len(names) // count)
@@ -104,7 +71,7 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
         if cfg.mode == "ssod"
         else set()
     )
-    kept: dict[str, list[int]] = {}
+    kept: dict[str, tuple[int, ...]] = {}
     frames_total = boxes_total = boxes_kept = 0
     lengths = []
     for seq in seqs:
@@ -116,7 +83,7 @@ def make_split(manifest: Manifest, root: Path, cfg: SubsampleConfig, history: in
             frames = list(range(len(repr_idx))) if seq.name in labelled else []
         else:
             frames = list(range(len(repr_idx)))
-        kept[seq.name] = frames
+        kept[seq.name] = tuple(frames)
         frames_total += len(repr_idx)
         boxes_total += int(counts.sum())
         boxes_kept += int(counts[frames].sum()) if frames else 0

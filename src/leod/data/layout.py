@@ -1,17 +1,10 @@
 """Paths of the RVT preprocessed layout, the contract between preprocess and every later stage.
 
-Per sequence (as in RVT's released ``gen1.tar`` / ``gen4.tar``)::
-
-    <root>/<split>/<seq>/event_representations_v2/stacked_histogram_dt=<dt>_nbins=<n>/
-        event_representations.h5 | event_representations_ds2_nearest.h5   dataset 'data' (T, 2n, H, W) u8
-        objframe_idx_2_repr_idx.npy                                       label frame -> repr index
-        timestamps_us.npy                                                 repr end times (int64)
-    <root>/<split>/<seq>/labels_v2/labels.npz        'labels' (boxes), 'objframe_idx_2_label_idx'
-    <root>/<split>/<seq>/labels_v2/timestamps_us.npy label frame times
-
-``<root>/manifest.json`` (ours, not RVT's) records what produced the data: resolution,
-classes, representation, the list of sequences per split, and ``data_root`` when the
-sequences live elsewhere (a user's RVT download used without conversion).
+Per sequence, as in RVT's released ``gen1.tar`` / ``gen4.tar``: ``<root>/<split>/<seq>/``
+``event_representations_v2/stacked_histogram_dt=<dt>_nbins=<n>/`` (the histograms, label
+frame -> repr index, repr end times) and ``labels_v2/`` (``labels.npz``, label frame times);
+see :class:`SequencePaths`. ``<root>/manifest.json`` (ours, not RVT's) records what produced
+the data (:class:`Manifest`).
 """
 
 from __future__ import annotations
@@ -54,14 +47,17 @@ class SequencePaths:
 
     @property
     def representations(self) -> Path:
+        """HDF5 dataset ``data``: uint8 ``(T, 2*nbins, H, W)`` histograms."""
         return self.repr_dir / repr_file_name(self.downsample)
 
     @property
     def objframe_to_repr(self) -> Path:
+        """int64 repr index of each label frame."""
         return self.repr_dir / "objframe_idx_2_repr_idx.npy"
 
     @property
     def repr_timestamps(self) -> Path:
+        """int64 end time (us) of each repr frame."""
         return self.repr_dir / "timestamps_us.npy"
 
     @property
@@ -70,16 +66,20 @@ class SequencePaths:
 
     @property
     def labels(self) -> Path:
+        """``labels`` (boxes) and ``objframe_idx_2_label_idx`` (each label frame's first box)."""
         return self.labels_dir / "labels.npz"
 
     @property
     def label_timestamps(self) -> Path:
+        """int64 time (us) of each label frame."""
         return self.labels_dir / "timestamps_us.npy"
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a preprocessed dataset is; written by ``preprocess``, read by every later stage."""
+    """What a preprocessed dataset is; written by ``preprocess``, read by every later stage:
+    resolution, classes, representation, the sequences per split, and ``data_root`` when the
+    sequences live elsewhere (a user's RVT download used without conversion)."""
 
     dataset: str
     height: int  # of the representation (after optional downsampling)

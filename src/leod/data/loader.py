@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from leod.data.augment import augment_boxes, augment_frames
 from leod.data.batch import Batch, Sample, collate
-from leod.data.config import DataConfig
-from leod.data.sampling import BatchPlan, InferenceSampler, SampleSpec, TrainSampler
+from leod.data.sampling import BatchPlan, InferenceSampler, SampleSpec
 from leod.data.sequence import SequenceData, check_sequence_length
 from leod.labels.boxes import empty_boxes
 
@@ -121,13 +120,6 @@ def iterate_batches(
         pin_memory=pin_memory,
     )
     yield from loader
-
-
-def train_batches(
-    sequences: Sequence[SequenceData], cfg: DataConfig, seed: int, pin_memory: bool = False
-) -> Iterator[Batch]:
-    """Endless mixed (streaming + random access) training batches, deterministic from ``seed``."""
-    return iterate_batches(sequences, TrainSampler(sequences, cfg, seed), cfg.num_workers, pin_memory)
 
 
 def inference_batches(

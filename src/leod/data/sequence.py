@@ -1,12 +1,10 @@
 """One preprocessed sequence as the data loaders see it: lazy frames, per-frame labels.
 
 Event frames stay in their HDF5 file and are read on demand, one slice per sample; the
-labels (small) are loaded, validated and converted to representation pixels once. Labels
-may come from another place than the sequence folder (``labels_override``): self-training
-rounds write pseudo labels for every frame next to, not into, the preprocessed data, so
-event data is never copied. Which label frames may supervise training is a separate
-``kept`` set (the subsample split); the others are still label frames (for evaluation and
-streaming ranges) but carry no boxes into training batches.
+labels (small) are loaded, validated and converted to representation pixels once. Pseudo
+labels come from beside the data (``labels_override``), so event data is never copied; the
+subsample split (:class:`Split`) says which label frames supervise training, the others
+still serve evaluation and streaming ranges.
 """
 
 from __future__ import annotations
@@ -16,17 +14,24 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 
 from leod.data.layout import Manifest, SequencePaths
-from leod.labels.boxes import clip_to_frame, to_internal, validate_boxes
+from leod.labels.boxes import (
+    clip_to_frame,
+    fold_ignore_class,
+    to_internal,
+    to_representation_pixels,
+    validate_boxes,
+)
 from leod.plumbing.errors import ConfigError, DataFormatError, MissingInputError, read_json
 
-#: LEOD marks boxes that must be neither learned nor treated as background with this class.
-IGNORE_CLASS_ID = 1024
+if TYPE_CHECKING:
+    from leod.data.config import SubsampleConfig
 
 #: Open HDF5 handles kept per process; bounded so that thousands of sequences never
 #: exhaust file descriptors, large enough for every batch slot to keep its file open.
@@ -134,7 +139,7 @@ def _read_label_files(files: LabelFiles) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _load_labels(
-    source: LabelFiles | LabelArrays, repr_times: np.ndarray, scale: float, hw: tuple[int, int]
+    source: LabelFiles | LabelArrays, repr_times: np.ndarray, downsample: bool, hw: tuple[int, int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Boxes (repr pixels, clipped), their frame start offsets, repr index and time per frame."""
     if isinstance(source, LabelArrays):
@@ -157,10 +162,7 @@ def _load_labels(
         raise DataFormatError(f"{offsets}: start offsets must begin at 0 and not decrease up to {len(raw)}")
     boxes = to_internal(raw, where)
     validate_boxes(boxes, where)
-    boxes["ignore"] |= boxes["class_id"] == IGNORE_CLASS_ID
-    for key in ("x", "y", "w", "h"):
-        boxes[key] *= scale
-    boxes = clip_to_frame(boxes, *hw)
+    boxes = clip_to_frame(to_representation_pixels(fold_ignore_class(boxes), downsample), *hw)
     if n_label_frames == 0:
         return boxes[:0], starts, frame_repr, frame_times
     # Boxes cropped away entirely are dropped; offsets follow the surviving boxes.
@@ -194,9 +196,8 @@ class SequenceData:
             _load_npy(paths.repr_timestamps, "representation timestamps"), str(paths.repr_timestamps)
         )
         self.frame_shape = self._read_shape()
-        scale = 0.5 if paths.downsample else 1.0
         self._boxes, self._starts, self.label_repr, self.label_times_us = _load_labels(
-            self.label_files, self.timestamps_us, scale, self.frame_shape[1:]
+            self.label_files, self.timestamps_us, paths.downsample, self.frame_shape[1:]
         )
         self.repr_label_frame = np.full(self.num_frames, -1, np.int64)  # label frame at a repr frame
         self.repr_label_frame[self.label_repr] = np.arange(len(self.label_repr))
@@ -283,10 +284,36 @@ class KeptFrames(dict[str, tuple[int, ...]]):
 
 @dataclass(frozen=True)
 class Split:
-    """A subsample split: which label frames of which training sequences are kept."""
+    """A subsample split: which label frames of which training sequences are kept.
+
+    The subsample stage makes it with the totals of the train split it was cut from (for its
+    log and metrics); :func:`load_split` reads back only the mode and the kept frames.
+    """
 
     mode: str
-    sequences: KeptFrames
+    sequences: Mapping[str, tuple[int, ...]]  # a KeptFrames when read from a split file
+    frames_total: int | None = None
+    boxes_total: int | None = None
+    boxes_kept: int | None = None
+
+    @property
+    def frames_kept(self) -> int:
+        return sum(len(v) for v in self.sequences.values())
+
+    def to_dict(self, cfg: SubsampleConfig, history: int) -> dict:
+        """The split file: mode, the settings that made it, totals and the kept frames."""
+        return {
+            "mode": self.mode,
+            "ratio": cfg.ratio,
+            "train_ratio": cfg.train_ratio,
+            "offset": cfg.offset,
+            "history": history,
+            "frames_kept": self.frames_kept,
+            "frames_total": self.frames_total,
+            "boxes_kept": self.boxes_kept,
+            "boxes_total": self.boxes_total,
+            "sequences": {name: list(frames) for name, frames in self.sequences.items()},
+        }
 
 
 def load_split(path: str | os.PathLike[str]) -> Split:

@@ -25,7 +25,7 @@ import torch
 from leod.data.config import DatasetPreset
 from leod.events import open_recording
 from leod.events.types import Events
-from leod.labels.boxes import EVALUATOR_DTYPE, empty_boxes
+from leod.labels.boxes import EVALUATOR_DTYPE, empty_boxes, representation_size, to_sensor_pixels
 from leod.model.detector import RecurrentDetector
 from leod.plumbing.errors import DataFormatError
 from leod.plumbing.progress import progress_bar
@@ -106,8 +106,7 @@ def detect_recording(
     reader = open_recording(path, opts.height, opts.width, chunk_size=opts.chunk_events)
     if reader.height is None or reader.width is None:
         raise DataFormatError(f"{path}: the file does not state its sensor size; pass --height and --width")
-    scale = 2 if opts.half_resolution else 1
-    height, width = reader.height // scale, reader.width // scale
+    height, width = representation_size(reader.height, reader.width, opts.half_resolution)
     check_input_size(path, info, height, width)
     nbins = model.cfg.in_channels // 2
     window_us = round(opts.window_ms * 1000)
@@ -145,7 +144,7 @@ def detect_recording(
             for k in range(len(ends)):
                 preds, states = model.forward_step(x[k : k + 1].float(), states)
                 det = model.predict(preds, opts.conf_threshold, opts.nms_iou)[0]
-                parts.append(det.to_box_array(int(ends[k]), scale=float(scale)))
+                parts.append(to_sensor_pixels(det.to_box_array(int(ends[k])), opts.half_resolution))
             frames += len(ends)
             bar.update(len(ends))
             elapsed = max(time.perf_counter() - began, 1e-9)

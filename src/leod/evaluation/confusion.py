@@ -1,17 +1,10 @@
 """Class confusion matrix at one IoU, with a background row and column.
 
 mAP says how good the ranking is, not what goes wrong. This matrix counts, over the same
-evaluation images and filtered boxes as :func:`leod.evaluation.prophesee.evaluate_detection`:
-
-* matched pairs (actual class, predicted class); off-diagonal cells are class confusions,
-  because matching ignores the class;
-* missed objects as (actual class, background);
-* detections on nothing as (background, predicted class).
-
-Rows are actual classes, columns predicted ones, index ``K`` is background; the
-(background, background) cell is always 0. Detections take part only when their class
-confidence (the COCO score) reaches ``score_threshold``, since unlike mAP a count
-depends on where the operating point is.
+evaluation images and filtered boxes as :func:`leod.evaluation.prophesee.evaluate_detection`,
+matched pairs (actual, predicted class: matching ignores the class, so off-diagonal cells
+are confusions), missed objects (actual, background) and detections on nothing
+(background, predicted); it is written in the long CSV that ``dvc plots`` reads.
 """
 
 from __future__ import annotations
@@ -78,6 +71,10 @@ def confusion_matrix(
     time_tol_us: int = 50_000,
 ) -> np.ndarray:
     """Count matches, misses and false detections into a (K+1, K+1) int64 matrix.
+
+    Rows are actual classes, columns predicted ones, index ``K`` is background (the
+    background/background cell stays 0). Unlike mAP a count depends on the operating point,
+    so detections take part only when their class confidence reaches ``score_threshold``.
 
     Inputs and filtering are those of ``evaluate_detection`` (same pairing of predictions
     with label timestamps, ignored ground truth removed).

@@ -22,6 +22,7 @@ from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
     OutputBuffer,
+    count_records,
     parse_header_int,
     read_blocks,
     read_percent_header,
@@ -186,12 +187,7 @@ class DatReader(EventReader):
     ) -> None:
         super().__init__(path, chunk_size, policy)
         self.header = read_dat_header(self.path)
-        body = self.path.stat().st_size - self.header.body_offset
-        if body % EVENT_SIZE:
-            raise DataFormatError(
-                f"{self.path}: truncated body ({body} bytes is not a multiple of {EVENT_SIZE})"
-            )
-        self.num_events = body // EVENT_SIZE
+        self.num_events = count_records(self.path, self.header.body_offset, EVENT_SIZE, str(EVENT_SIZE))
         self.height = resolve_dimension(self.path, "height", self.header.height, height)
         self.width = resolve_dimension(self.path, "width", self.header.width, width)
 

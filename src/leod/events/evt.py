@@ -1,12 +1,9 @@
 """Prophesee RAW files in EVT 2.0 (32-bit words) and EVT 3.0 (16-bit words) encodings.
 
 Both encodings are stateful streams: a word may set the time base, the row or the polarity
-that later words rely on. The file is decoded block by block, each block in one numba pass
-that writes the events straight into the output arrays through the shared policy
-(:mod:`leod.events.policy`); the decoder state lives in a small int64 array between blocks,
-so a block boundary can fall on any word. Undefined (reserved) word types are skipped and
-counted. CD events seen before the first TIME_HIGH word have no time base and are dropped,
-as the Metavision decoders do.
+that later words rely on. Each block is decoded in one numba pass through the shared policy
+(:mod:`leod.events.policy`), the decoder state kept in a small int64 array between blocks,
+so a block boundary can fall on any word. Undefined word types are skipped and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +23,7 @@ from leod.events.reader import (
     DEFAULT_CHUNK_SIZE,
     EventReader,
     OutputBuffer,
+    count_records,
     parse_header_int,
     read_blocks,
     read_percent_header,
@@ -64,7 +62,7 @@ _STATE_SIZE = 6
 
 def _new_state() -> np.ndarray:
     state = np.zeros(_STATE_SIZE, np.int64)
-    state[_S_TIME_HIGH] = -1  # no time base seen yet
+    state[_S_TIME_HIGH] = -1  # no time base yet: CD events are dropped, as Metavision does
     return state
 
 
@@ -306,13 +304,10 @@ class EvtReader(EventReader):
         super().__init__(path, chunk_size, policy)
         self.header = read_raw_header(self.path)
         self._encoding = _ENCODINGS[self.header.encoding]
-        body = self.path.stat().st_size - self.header.body_offset
         word_size = self._encoding.word_dtype.itemsize
-        if body % word_size:
-            raise DataFormatError(
-                f"{self.path}: truncated body ({body} bytes is not a multiple of the {word_size}-byte word)"
-            )
-        self.num_words = body // word_size
+        self.num_words = count_records(
+            self.path, self.header.body_offset, word_size, f"the {word_size}-byte word"
+        )
         self._corrupt_what = f"undefined EVT {self.header.encoding} word type"
         hint_h, hint_w = plugin_size_hint(self.header.plugin_name) or (None, None)
         self.height = resolve_dimension(self.path, "height", self.header.height, height) or hint_h

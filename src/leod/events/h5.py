@@ -13,36 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
-import hdf5plugin
+import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 from numba import njit
 
 from leod.events.policy import A_LAST, KERNEL, ReadPolicy, keep_event, limits
 from leod.events.reader import DEFAULT_CHUNK_SIZE, EventReader, OutputBuffer, resolve_dimension
 from leod.events.types import Events
-from leod.plumbing.atomic import atomic_path
 from leod.plumbing.errors import DataFormatError
 
 _FIELDS = ("x", "y", "p", "t")
-_WRITE_CHUNK = 1 << 16
 _MAX_COORD = np.iinfo(np.uint16).max
-
-
-def write_h5_events(path: str | os.PathLike[str], events: Events, height: int, width: int) -> None:
-    """Write ``events`` in the RVT layout (with ``events/height|width``), Blosc zstd, atomically."""
-    if len(events) and (int(events.x.max()) >= width or int(events.y.max()) >= height):
-        raise ValueError("event coordinates outside the declared sensor size")
-    compression = hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE)
-    # An unlimited maxshape lets h5py chunk (hence compress) an empty recording too.
-    chunk = (max(1, min(len(events), _WRITE_CHUNK)),)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        group = f.create_group("events")
-        for name in _FIELDS:
-            group.create_dataset(
-                name, data=getattr(events, name), chunks=chunk, maxshape=(None,), **compression
-            )
-        group.create_dataset("height", data=np.int64(height))
-        group.create_dataset("width", data=np.int64(width))
 
 
 def _scalar(path: Path, node: h5py.Group, name: str) -> int | None:

@@ -1,39 +1,9 @@
-"""What every reader does with implausible input: the one place where each case is decided.
+"""What every event reader does with implausible input, decided in one place.
 
-The format decoders (:mod:`leod.events.dat`, :mod:`leod.events.evt`, :mod:`leod.events.h5`)
-turn their records into events and hand each one to :func:`keep_event`, which applies the
-rules below inside the same numba loop (an EVT 3.0 vector that :func:`clean_run` clears is
-written at once); the end-of-pass limits are checked by :func:`check_pass`. The policy, case
-by case:
-
-==========================================  ================================================
-case                                        what the reader does
-==========================================  ================================================
-timestamp a little behind the running max   clamped to it (RVT does the same) and counted in
-(sensor jitter)                             ``ReadStats.clamped``; more than
-                                            ``max_clamped_fraction`` of the events (a file in
-                                            reverse or shuffled time order) is an error
-timestamp more than ``max_gap_us`` ahead    error naming the file and record: a flipped bit,
-of or behind the running max                a corrupt EVT 3.0 TIME_HIGH word (16.7 s shift)
-                                            or a false counter wrap (71.6 min in DAT), which
-                                            would otherwise shift every later event and make
-                                            consumers allocate minutes of empty windows
-event outside the declared sensor size      dropped and counted in ``ReadStats.dropped_outside``
-                                            (public datasets hold a few such events, e.g.
-                                            y >= 720 on a 1280x720 sensor); more than
-                                            ``max_outside_fraction`` means a wrong sensor size
-                                            or garbage, an error naming the first such event
-undefined EVT word type                     skipped and counted in ``ReadStats.corrupt_words``;
-                                            more than ``max_corrupt_fraction`` of the words
-                                            (a mislabelled encoding, garbage) is an error
-NaN/inf/non-integer or negative values in   error naming the file and row (HDF5 only; checked
-HDF5 ``t``/``x``/``y``, a corrupt chunk     by the HDF5 reader before decoding)
-==========================================  ================================================
-
-The fractions are judged at the end of a pass, over the whole file, so the outcome does not
-depend on the chunk size; the gap rule stops the pass at the offending record. A corrupt
-timestamp that lands within ``max_gap_us`` of the truth cannot be told from a real one: the
-events after it are clamped and counted until time catches up (the clamp fraction bounds it).
+The decoders (dat, evt, h5) hand each event to :func:`keep_event` inside their numba loops;
+:func:`check_pass` judges the fractions at the end of a pass, over the whole file, so the
+outcome does not depend on the chunk size. Each case and its limit is a field of
+:class:`ReadPolicy`.
 """
 
 from __future__ import annotations
@@ -51,11 +21,20 @@ from leod.plumbing.errors import DataFormatError
 class ReadPolicy:
     """The limits of :mod:`leod.events.policy`; the defaults are what every stage uses."""
 
+    #: A step of the timestamp from its running maximum beyond this, forward or backward, is an
+    #: error naming the record (a flipped bit, a corrupt EVT 3.0 TIME_HIGH word, a false DAT
+    #: counter wrap): cameras emit noise events at every instant, so seconds without one mean
+    #: corrupt time. A corrupt time within the gap passes for real; the events after it are
+    #: clamped until time catches up (the clamped fraction bounds it).
     max_gap_us: int = 5_000_000
-    """Largest step of the timestamp from its running maximum, forward or backward. Event
-    cameras emit noise events at every instant, so seconds without one mean corrupt time."""
+    #: Timestamps a little behind the running maximum (jitter) are clamped to it, as RVT does,
+    #: and counted; a larger fraction (reversed or shuffled time) is an error.
     max_clamped_fraction: float = 0.1
+    #: Events outside the declared sensor are dropped and counted (public datasets hold a few,
+    #: e.g. y >= 720 on 1280x720); a larger fraction means a wrong sensor size or garbage.
     max_outside_fraction: float = 0.01
+    #: Undefined EVT words are skipped and counted; a larger fraction (a mislabelled encoding,
+    #: garbage) is an error. (HDF5 NaN/inf/negative values are always an error, see h5.py.)
     max_corrupt_fraction: float = 0.01
 
     def __post_init__(self) -> None:

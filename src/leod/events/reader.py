@@ -1,17 +1,10 @@
-"""The format-independent side of event readers: one decoding pass, chunking, time windows.
+"""The format-independent side of event readers: one decoding pass, in chunks or whole.
 
-Every format module (:mod:`leod.events.dat`, :mod:`leod.events.evt`, :mod:`leod.events.h5`)
-cuts its file into blocks of records and decodes a block with one numba call that hands each
-event to :func:`leod.events.policy.keep_event`. This module drives that pass identically for
-all of them, so that the preprocessing sees one contract:
-
-* timestamps are non-decreasing (clamped to their running maximum, as RVT does, within the
-  limits of :mod:`leod.events.policy`), because downstream binary searches and histogram
-  binning rely on it;
-* events lie inside the sensor size when it is known;
-* the pass streams in bounded chunks (:meth:`EventReader.iter_chunks`), decodes straight
-  into one set of arrays (:meth:`EventReader.read_all`), or re-cuts the stream into
-  consecutive half-open time windows without holding more than one window plus one chunk.
+Every format module (dat, evt, h5) cuts its file into blocks of records and decodes a block
+with one numba call that hands each event to :func:`leod.events.policy.keep_event`; this
+module drives that pass identically for all of them, so preprocessing sees one contract:
+non-decreasing timestamps (clamped as RVT does; binary searches and histogram binning rely
+on it), events inside the sensor when its size is known, bounded chunks or one set of arrays.
 """
 
 from __future__ import annotations
@@ -76,6 +69,15 @@ def parse_header_int(path: Path, what: str, text: str) -> int:
         return int(text)
     except ValueError:
         raise DataFormatError(f"{path}: header {what} {text!r} is not an integer") from None
+
+
+def count_records(path: Path, offset: int, size: int, unit: str) -> int:
+    """How many ``size``-byte records follow the ``offset``-byte header; a truncated body (not a
+    multiple of ``unit``, the size in words) is an error."""
+    body = path.stat().st_size - offset
+    if body % size:
+        raise DataFormatError(f"{path}: truncated body ({body} bytes is not a multiple of {unit})")
+    return body // size
 
 
 def resolve_dimension(path: Path, name: str, declared: int | None, requested: int | None) -> int | None:
@@ -162,11 +164,6 @@ class EventReader(ABC):
         self.width: int | None = None
         self.stats = ReadStats()
 
-    @property
-    def clamped_count(self) -> int:
-        """Timestamps clamped in the most recent pass (``stats.clamped``)."""
-        return self.stats.clamped
-
     # -- what a format module provides
 
     @abstractmethod
@@ -233,36 +230,3 @@ class EventReader(ABC):
     @abstractmethod
     def _total_records(self) -> int:
         """How many records the file holds (sizes :meth:`read_all`'s output)."""
-
-    def iter_windows(self, window_us: int, t_start: int | None = None) -> Iterator[Events]:
-        """Yield the events of consecutive half-open windows ``[s + k*w, s + (k+1)*w)``.
-
-        ``s`` is ``t_start`` when given (earlier events are skipped), else the first event's
-        timestamp rounded down to a multiple of ``window_us``, so windows sit on a grid that
-        does not depend on where a file happens to start. The first window yielded therefore
-        always holds the first kept event, which lets a caller recover ``s`` as
-        ``window.t[0] // window_us * window_us`` when it did not pass ``t_start``.
-        Empty windows inside gaps are yielded (a consumer counting windows stays aligned);
-        iteration stops after the window holding the last event.
-        """
-        if window_us <= 0:
-            raise ValueError(f"window_us must be positive, got {window_us}")
-        start = t_start
-        pending: list[Events] = []
-        for chunk in self.iter_chunks():
-            if start is None:
-                start = int(chunk.t[0]) // window_us * window_us
-            i = int(np.searchsorted(chunk.t, start, side="left"))
-            n = len(chunk)
-            while i < n:
-                stop = start + window_us
-                j = int(np.searchsorted(chunk.t, stop, side="left"))
-                if j == n:
-                    pending.append(chunk.slice(i, n))
-                    break
-                pending.append(chunk.slice(i, j))
-                yield Events.concatenate(pending)
-                pending = []
-                start, i = stop, j
-        if any(len(part) for part in pending):
-            yield Events.concatenate(pending)

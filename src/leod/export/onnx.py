@@ -1,13 +1,10 @@
 """The detector as an ONNX graph of one recurrent step, with its LSTM memory as explicit I/O.
 
-Inputs: ``events (B, C, H, W)`` float32 histograms at the model's input size (unpadded; the
-graph pads) and ``h{s}, c{s}`` for the four stages, channels-last ``(B, H_s, W_s, C_s)``;
-zeros start a sequence. Outputs: ``detections (B, A, 5 + K)`` = ``[cx, cy, w, h, objectness,
-class scores...]`` in input pixels (RVT's decoded head; ``raw=True`` gives the undecoded
-``[reg(4), obj logit, cls logits]`` instead), then the new states ``h{s}_out, c{s}_out``,
-which the caller feeds back at the next step. The batch dimension is dynamic; the spatial
-size is fixed at export (the attention partitions and the anchor grid follow from it).
-NMS is left to the caller (:func:`leod.model.postprocess.postprocess` semantics).
+Inputs: ``events (B, C, H, W)`` float32 histograms at the model's input size (the graph pads)
+and ``h{s}, c{s}`` per stage, channels-last ``(B, H_s, W_s, C_s)``; zeros start a sequence.
+Outputs: ``detections (B, A, 5 + K)`` = ``[cx, cy, w, h, objectness, class scores...]`` in
+input pixels, then the new states ``h{s}_out, c{s}_out`` to feed back. NMS is left to the
+caller (:func:`leod.model.postprocess.postprocess` semantics).
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from leod.config import load_params
+from leod.labels.boxes import representation_size
 from leod.model import maxvit
 from leod.model.backbone import pad_to_multiple
 from leod.model.detector import RecurrentDetector
@@ -68,7 +66,11 @@ class RecurrentStep(nn.Module):
 
 
 def export_onnx(model: RecurrentDetector, out: Path, height: int, width: int, raw: bool = False) -> None:
-    """Write ``out`` (atomically): one recurrent step at ``height x width``, dynamic batch."""
+    """Write ``out`` (atomically): one recurrent step at ``height x width``, dynamic batch.
+
+    The spatial size is fixed (attention partitions and the anchor grid follow from it);
+    ``raw=True`` outputs the undecoded head ``[reg(4), obj logit, cls logits]`` instead.
+    """
     step = RecurrentStep(model, raw)
     events = torch.zeros(2, model.cfg.in_channels, height, width)
     states = [torch.zeros(s) for s in state_shapes(model, height, width, batch=2)]
@@ -108,8 +110,7 @@ def model_input_size(info: dict, params_path: Path) -> tuple[int, int]:
             raise DataFormatError(f"model.json: 'input_size' must be [height, width], got {size!r}")
         return size[0], size[1]
     preset = load_params(params_path).preset
-    scale = 2 if preset.downsample else 1
-    return preset.height // scale, preset.width // scale
+    return representation_size(preset.height, preset.width, preset.downsample)
 
 
 def check_onnx(path: Path, model: RecurrentDetector, height: int, width: int, raw: bool = False) -> float:

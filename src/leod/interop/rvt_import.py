@@ -1,20 +1,10 @@
 """Published RVT / LEOD checkpoints as model folders that :func:`load_model` reads.
 
-RVT and LEOD save the same Lightning layout: the detector's parameters and buffers under
-``state_dict`` with the prefix ``mdl.`` and no config (facts:
-``../shared/fixtures/rvt-parity/README.md``). The architecture therefore comes from the
-command line (size preset, dataset), and the weights are mapped onto
-:class:`~leod.model.RecurrentDetector`:
-
-* names: RVT's module paths -> ours (:data:`_RENAMES`; YOLOX ``conv``/``bn`` are the
-  ``0``/``1`` entries of our conv blocks);
-* attention ``qkv``: RVT lays the 3C outputs out per head as ``[q_h | k_h | v_h]``, we as
-  ``[q | k | v]`` (each head-major), so the rows are permuted;
-* ConvLSTM: RVT's 1x1 conv ``(4C, 2C, 1, 1)`` is our channels-last Linear ``(4C, 2C)``; the
-  gate order (forget, input, output, cell) and the input order ``cat(x, h)`` agree.
-
-Everything else (head channel order ``[reg, obj, cls]``, bottom/right padding to a multiple
-of ``32 * partition_split``, window/grid partitions) already matches RVT.
+RVT and LEOD save the detector under ``state_dict`` with the prefix ``mdl.`` and no config
+(facts: ``../shared/fixtures/rvt-parity/README.md``), so the architecture comes from the
+command line (size preset, dataset) and the weights are mapped onto
+:class:`~leod.model.RecurrentDetector`: renamed, attention ``qkv`` rows permuted, ConvLSTM
+1x1 convs flattened. Everything else (head channel order, padding, partitions) matches RVT.
 """
 
 from __future__ import annotations
@@ -38,7 +28,8 @@ from leod.training.model_files import BEST_WEIGHTS, MODEL_INFO
 
 PREFIX = "mdl."
 
-#: RVT module path pieces -> ours, applied in order to the name without ``mdl.``
+#: RVT module path pieces -> ours, applied in order to the name without ``mdl.`` (YOLOX
+#: ``conv``/``bn`` are the ``0``/``1`` entries of our conv blocks)
 _RENAMES: tuple[tuple[str, str], ...] = (
     (r"\.downsample_cf2cl\.", ".downsample."),
     (r"\.att_blocks\.", ".blocks."),
@@ -95,7 +86,8 @@ def our_key(rvt_key: str) -> str:
 
 
 def _qkv_rows(dim: int, heads: int) -> Tensor:
-    """RVT's row of each of our qkv rows: ours ``j*C + h*dh + d``, RVT ``h*3*dh + j*dh + d``."""
+    """RVT's row of each of our qkv rows: ours ``j*C + h*dh + d``, RVT ``h*3*dh + j*dh + d``
+    (RVT lays the 3C outputs out per head as ``[q_h | k_h | v_h]``, we as ``[q | k | v]``)."""
     return torch.arange(3 * dim).view(heads, 3, dim // heads).transpose(0, 1).reshape(-1)
 
 
@@ -115,6 +107,7 @@ def convert_state_dict(rvt: dict[str, Tensor], model: RecurrentDetector, source:
                 "(a checkpoint of another architecture or size?)"
             )
         want = target[key].shape
+        # RVT's ConvLSTM 1x1 conv (4C, 2C, 1, 1) is our Linear (4C, 2C); gate and input orders agree
         rvt_shape = (*want, 1, 1) if key.endswith("lstm.mix.weight") else want
         if tuple(value.shape) != tuple(rvt_shape):
             raise DataFormatError(

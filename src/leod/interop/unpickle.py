@@ -1,15 +1,10 @@
 """Read a pickled PyTorch checkpoint without running any code from it.
 
 RVT's and LEOD's Lightning checkpoints cannot be read with ``torch.load(weights_only=True)``:
-their ``lr_schedulers`` entry pickles a bound method of a ``OneCycleLR`` holding an
-``AdamW`` (facts: ``../shared/fixtures/rvt-parity/README.md``). So this module reads torch's
-zip container itself: ``data.pkl`` is unpickled by :class:`Unpickler`, whose
-``persistent_load`` builds each storage from its raw little-endian bytes in the archive, and
-every global the pickle names goes through :meth:`Unpickler.find_class`, which resolves only
-tensor rebuild functions and plain containers. Every other name -- ``getattr``,
-optimizers, ``os.system``, ... -- becomes a fresh subclass of :class:`Inert`, which records
-what it was called with and does nothing, so a ``__reduce__`` payload builds an inert record
-instead of running.
+their ``lr_schedulers`` entry pickles a bound method of a ``OneCycleLR`` holding an ``AdamW``
+(facts: ``../shared/fixtures/rvt-parity/README.md``). So torch's zip container is read here:
+storages are built from their raw bytes, only tensor rebuild functions and plain containers
+resolve, and every other global becomes an :class:`Inert` record that runs nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +21,8 @@ from leod.plumbing.errors import DataFormatError
 
 
 class Inert:
-    """Stands for a global the loader does not trust; instances only record their inputs."""
+    """Stands for a global the loader does not trust (``getattr``, optimizers, ``os.system``...);
+    instances only record their inputs, so a ``__reduce__`` payload builds a record instead of running."""
 
     ref = "?"
 

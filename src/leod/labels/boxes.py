@@ -1,17 +1,10 @@
-"""One internal bounding-box record type, and conversions from the Prophesee file dtypes.
+"""One internal bounding-box record type, its conversions, and its two pixel frames.
 
 Every box in the pipeline (ground truth, predictions, pseudo labels) is a row of a numpy
-structured array of :data:`BOX_DTYPE`. Coordinates are the top-left corner and size in
-pixels of the *original* sensor resolution, ``t`` is in microseconds.
-
-Files on disk come in two dtypes that the Prophesee toolbox and RVT use:
-
-* the evaluator dtype (``t, x, y, w, h, class_id, track_id, class_confidence``);
-* the legacy Gen1 dtype (``ts, x, y, w, h, class_id, confidence, track_id``).
-
-Both normalise to :data:`BOX_DTYPE`. ``objectness`` is copied from ``class_confidence``
-for ground truth (as LEOD does) and ``ignore`` marks regions that must neither be
-learned as objects nor as background (pseudo labels of short tracks, low-confidence boxes).
+structured array of :data:`BOX_DTYPE` (top-left corner and size, ``t`` in microseconds).
+Files hold sensor pixels, in the Prophesee evaluator dtype or the legacy Gen1 dtype (``ts``,
+``confidence``); training and evaluation work in representation pixels, halved on
+downsampled datasets (:func:`to_representation_pixels` and back).
 """
 
 from __future__ import annotations
@@ -34,7 +27,7 @@ BOX_DTYPE = np.dtype(
         ("class_confidence", "<f4"),
         ("track_id", "<u4"),
         ("objectness", "<f4"),
-        ("ignore", "?"),
+        ("ignore", "?"),  # neither an object nor background (short-track, low-confidence pseudo labels)
     ]
 )
 
@@ -48,19 +41,8 @@ EVALUATOR_DTYPE = np.dtype(
     }
 )
 
-#: The dtype of many released Gen1 label files (``ts`` and ``confidence`` names).
-LEGACY_GEN1_DTYPE = np.dtype(
-    [
-        ("ts", "<u8"),
-        ("x", "<f4"),
-        ("y", "<f4"),
-        ("w", "<f4"),
-        ("h", "<f4"),
-        ("class_id", "u1"),
-        ("confidence", "<f4"),
-        ("track_id", "<u4"),
-    ]
-)
+#: LEOD marks boxes that must be neither learned nor treated as background with this class.
+IGNORE_CLASS_ID = 1024
 
 _RENAMES = {"ts": "t", "confidence": "class_confidence"}
 _REQUIRED = ("t", "x", "y", "w", "h", "class_id")
@@ -78,7 +60,8 @@ def to_internal(array: np.ndarray, source: str = "<array>") -> np.ndarray:
     """Normalise any supported structured box array to :data:`BOX_DTYPE`.
 
     Field names are matched after renaming the legacy ``ts``/``confidence``; missing
-    optional fields get defaults (confidence 1, track 0, objectness = class confidence).
+    optional fields get defaults (confidence 1, track 0, objectness = class confidence, as
+    LEOD does for ground truth).
     """
     names = array.dtype.names
     if names is None:
@@ -157,3 +140,39 @@ def clip_to_frame(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     y2 = np.clip(boxes["y"] + boxes["h"], 0, height)
     out["x"], out["y"], out["w"], out["h"] = x1, y1, x2 - x1, y2 - y1
     return out
+
+
+def fold_ignore_class(boxes: np.ndarray) -> np.ndarray:
+    """A copy of ``boxes`` with LEOD's ignore class (:data:`IGNORE_CLASS_ID`) flagged ``ignore``."""
+    out = boxes.copy()
+    out["ignore"] |= out["class_id"] == IGNORE_CLASS_ID
+    return out
+
+
+def downsample_factor(downsample: bool) -> int:
+    """Sensor pixels per representation pixel: 2 where a dataset's histograms are built at half
+    resolution (RVT's ``ds2_nearest`` 1Mpx / eTraM files), else 1."""
+    return 2 if downsample else 1
+
+
+def representation_size(height: int, width: int, downsample: bool) -> tuple[int, int]:
+    """``(H, W)`` of the event representations of a ``height x width`` sensor."""
+    factor = downsample_factor(downsample)
+    return height // factor, width // factor
+
+
+def _scaled(boxes: np.ndarray, factor: float) -> np.ndarray:
+    out = boxes.copy()
+    for key in ("x", "y", "w", "h"):
+        out[key] *= np.float32(factor)  # a power of two: exact in float32
+    return out
+
+
+def to_representation_pixels(boxes: np.ndarray, downsample: bool) -> np.ndarray:
+    """A copy of sensor-pixel ``boxes`` in representation pixels (halved where downsampled)."""
+    return _scaled(boxes, 1 / downsample_factor(downsample))
+
+
+def to_sensor_pixels(boxes: np.ndarray, downsample: bool) -> np.ndarray:
+    """A copy of representation-pixel ``boxes`` in sensor pixels (doubled where downsampled)."""
+    return _scaled(boxes, downsample_factor(downsample))

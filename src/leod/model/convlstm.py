@@ -1,10 +1,5 @@
 """The per-stage recurrent memory of RVT ("DWSConvLSTM2d"), and the state container helpers.
 
-RVT's cell mixes ``concat(x, h)`` with a 1x1 conv into forget/input/output gates and the
-cell input. A 1x1 conv is a per-pixel linear map, so on channels-last tensors it is an
-``nn.Linear`` (same parameters, no layout change). The optional depthwise 3x3 conv on
-``h`` (``dws_conv``, off in RVT) adds spatial context to the recurrence.
-
 States are a list with one ``(h, c)`` pair per backbone stage, each ``(B, H_s, W_s, C_s)``
 channels-last; ``None`` means "no history" (zeros). Samples in a batch are independent
 streams, so resetting or detaching works per sample along dim 0.
@@ -20,7 +15,12 @@ LstmStates = list[LstmState]
 
 
 class ConvLSTMCell(nn.Module):
-    """Convolutional LSTM cell on channels-last feature maps."""
+    """Convolutional LSTM cell on channels-last feature maps.
+
+    RVT mixes ``concat(x, h)`` with a 1x1 conv into the forget/input/output gates and the cell
+    input; on channels-last tensors that is an ``nn.Linear`` (same parameters). The optional
+    depthwise 3x3 conv on ``h`` (``dws_conv``, off in RVT) adds spatial context.
+    """
 
     def __init__(self, dim: int, dws_conv: bool = False) -> None:
         super().__init__()

@@ -1,15 +1,9 @@
 """The full recurrent detector: RVT backbone -> YOLOX PAFPN -> YOLOX head.
 
-The model is stepped one event representation at a time; the LSTM states carry the
-history and belong to the caller, who resets them per sample when a new sequence starts
-(:meth:`RecurrentDetector.reset`) and detaches them between training batches
-(:meth:`RecurrentDetector.detach`). Frames go in unpadded; padding to the backbone's
-multiple happens here, and since it is bottom/right only, all boxes in and out are in
-unpadded-frame pixels.
-
-Training follows RVT: the backbone runs over every time step, but the neck and head run
-once, on the features of the supervised ``(time, sample)`` pairs only
-(:meth:`forward_sequence`), so unlabelled frames only feed the memory.
+The model is stepped one event representation at a time; the LSTM states carry the history
+and belong to the caller, who resets them when a new sequence starts and detaches them
+between training batches. Frames go in unpadded; padding to the backbone's multiple is
+bottom/right only, so all boxes in and out are in unpadded-frame pixels.
 """
 
 from __future__ import annotations
@@ -65,6 +59,8 @@ class RecurrentDetector(nn.Module):
 
     forward = forward_step
 
+    # Training follows RVT: the backbone runs over every time step, the neck and head once, on
+    # the supervised (time, sample) pairs only, so unlabelled frames only feed the memory.
     def forward_sequence(
         self, frames: Tensor, states: LstmStates | None, supervised: Tensor
     ) -> tuple[RawPredictions | None, LstmStates]:

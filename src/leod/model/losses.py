@@ -1,15 +1,9 @@
 """The YOLOX detection loss of RVT, with LEOD's ignore-aware objectness.
 
-Per batch: ``reg_weight * sum(1 - IoU^2)`` over positive anchors, BCE objectness over
-every anchor that is not ignored, and BCE class scores of positive anchors against
-``one_hot * IoU`` (IoU of the anchor's own prediction with its box, so the class score
-also learns localisation quality). Each term is divided by the number of positives in
-the batch (at least 1). There is no L1 term (RVT never enables it).
-
-Ignored boxes (see :mod:`leod.model.targets`) are left out of SimOTA; anchors in the
-centre region of an ignored box and of no valid box get no objectness loss, so an
-uncertain pseudo label is neither taught as an object nor as background. Without ignored
-boxes this is exactly RVT's loss.
+Ignored boxes (see :mod:`leod.model.targets`) are left out of SimOTA, and anchors in the
+centre region of an ignored box and of no valid box get no objectness loss, so an uncertain
+pseudo label is taught neither as an object nor as background. Without ignored boxes this
+is exactly RVT's loss.
 """
 
 from __future__ import annotations
@@ -62,7 +56,13 @@ def yolox_loss(
     obj_weight: float = 1.0,
     cls_weight: float = 1.0,
 ) -> LossTerms:
-    """The loss of ``B`` predicted frames against their ``B`` targets."""
+    """The loss of ``B`` predicted frames against their ``B`` targets.
+
+    ``reg_weight * sum(1 - IoU^2)`` over positive anchors, BCE objectness over every anchor not
+    ignored, and BCE class scores of positives against ``one_hot * IoU`` (the IoU of the
+    anchor's own prediction, so the class score also learns localisation quality); each term
+    divided by the number of positives (at least 1). No L1 term (RVT never enables it).
+    """
     batch, _, num_classes = preds.cls_logits.shape
     if len(targets) != batch:
         raise ValueError(f"{len(targets)} target samples for {batch} predicted frames")

@@ -1,18 +1,10 @@
 """MaxViT attention blocks of the RVT backbone, on token sequences.
 
-A block is pre-norm self-attention + pre-norm MLP, each with a LayerScale residual. The
-window variant attends inside non-overlapping ``P0 x P1`` tiles (local context), the grid
-variant inside ``P0 x P1`` sets of tokens spaced ``H/P0`` rows and ``W/P1`` columns apart
-(sparse global context); RVT applies one of each per stage. Attention has biases and no
-relative position bias, so nothing here depends on the partition size, which RVT derives
-from the padded input size and which is therefore passed at call time.
-
-Layout: everything except the attention itself is per token, so a stage keeps its tokens
-as ``(B, H*W, C)`` in whichever order the next attention needs -- spatial (row-major),
-window order or grid order -- and moves between orders with one gather
-(:func:`reorder`). In window/grid order each partition's tokens are contiguous, so the
-attention reads q/k/v as strided views of one fused projection and no partition or
-reverse-partition copies are made.
+A block is pre-norm self-attention + pre-norm MLP, each with a LayerScale residual; the
+window variant attends inside ``P0 x P1`` tiles (local), the grid variant inside ``P0 x P1``
+sets of tokens spread over the frame (sparse global); RVT applies one of each per stage.
+No relative position bias, so the partition size (from the padded input) is a call argument.
+Tokens stay ``(B, H*W, C)`` in the order the next attention needs (:func:`reorder`).
 """
 
 from __future__ import annotations
@@ -74,7 +66,13 @@ def check_partition(height: int, width: int, partition: tuple[int, int]) -> None
 def reorder(
     tokens: Tensor, hw: tuple[int, int], partition: tuple[int, int], src: TokenOrder, dst: TokenOrder
 ) -> Tensor:
-    """Permute ``(B, H*W, C)`` tokens from ``src`` to ``dst`` order (one gather, or a no-op)."""
+    """Permute ``(B, H*W, C)`` tokens from ``src`` to ``dst`` order (one gather, or a no-op).
+
+    Everything but attention is per token, so a stage moves between spatial (row-major),
+    window and grid order only here; in window/grid order each partition's tokens are
+    contiguous, so attention reads q/k/v as strided views of one fused projection and no
+    partition or reverse-partition copies are made.
+    """
     if src == dst:
         return tokens
     check_partition(hw[0], hw[1], partition)

@@ -2,12 +2,8 @@
 
 torchvision's compiled ``batched_nms`` is used when ``torchvision.ops`` imports (GPU
 installs); the CPU wheel of torchvision does not load with this project's torch, so a
-pure-torch version with the same semantics is the fallback. Classes are separated with
-the coordinate-offset trick: every class is shifted by ``class * (coordinate span + 1)`` so
-boxes of different classes never overlap, and one greedy pass handles all classes (the
-shift is the full coordinate span, so unclipped negative coordinates are safe too).
-Semantics (as torchvision): suppress a box whose IoU with a kept, higher-scoring box is
-strictly greater than the threshold; the result is sorted by decreasing score.
+pure-torch version with the same semantics is the fallback: suppress a box whose IoU with a
+kept, higher-scoring box is strictly greater than the threshold, sorted by decreasing score.
 """
 
 from __future__ import annotations
@@ -32,7 +28,8 @@ def _torchvision_batched_nms() -> Callable[[Tensor, Tensor, Tensor, float], Tens
 
 
 def _offset_by_class(boxes: Tensor, classes: Tensor) -> Tensor:
-    # The span covers negative coordinates too (boxes are not clipped to the frame).
+    # Shift every class by class * (coordinate span + 1), so boxes of different classes never
+    # overlap and one greedy pass handles them all; the span covers unclipped negative values.
     if boxes.numel() == 0:
         return boxes
     span = boxes.max() - boxes.min() + 1
@@ -60,7 +57,7 @@ def nms_torch(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
 
 
 def batched_nms_torch(boxes: Tensor, scores: Tensor, classes: Tensor, iou_threshold: float) -> Tensor:
-    """Pure-torch per-class NMS (see module doc)."""
+    """Pure-torch per-class NMS (torchvision's semantics, see module doc)."""
     return nms_torch(_offset_by_class(boxes, classes), scores, iou_threshold)
 
 

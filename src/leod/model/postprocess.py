@@ -34,14 +34,11 @@ class Detections:
     def __len__(self) -> int:
         return self.boxes.shape[0]
 
-    def to_box_array(self, t_us: int, scale: float = 1.0) -> np.ndarray:
-        """As :data:`leod.labels.boxes.BOX_DTYPE` rows at time ``t_us``.
-
-        ``scale`` multiplies the coordinates (2.0 maps a half-resolution 1Mpx input back to
-        sensor pixels). Boxes are not clipped to the frame.
-        """
+    def to_box_array(self, t_us: int) -> np.ndarray:
+        """As :data:`leod.labels.boxes.BOX_DTYPE` rows at time ``t_us``, in input pixels (not
+        clipped to the frame)."""
         out = empty_boxes(len(self))
-        xyxy = self.boxes.detach().float().cpu().numpy() * np.float32(scale)
+        xyxy = self.boxes.detach().float().cpu().numpy()
         out["t"] = t_us
         out["x"], out["y"] = xyxy[:, 0], xyxy[:, 1]
         out["w"], out["h"] = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]

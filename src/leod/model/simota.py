@@ -1,18 +1,10 @@
 """SimOTA label assignment (YOLOX, as used by RVT and LEOD), for a whole batch at once.
 
-Candidates of an image are anchors whose cell centre lies strictly within ``1.5 * stride``
-of some box centre. For each box the cost of every candidate is the BCE of the joint score
-``sqrt(sigmoid(cls) * sigmoid(obj))`` against the box's one-hot class, plus
-``3 * -log(IoU)``, plus a huge penalty outside that box's own centre region. Each box
-takes its ``k`` cheapest candidates, ``k = max(1, int(sum of its top-10 IoUs))``; an
-anchor claimed by several boxes keeps the cheapest one.
-
 Boxes come padded, ``(B, N)`` with a mask of the ones that take part (see
-:mod:`leod.model.targets`), and every step is one tensor operation over ``(B, N, A)``:
-non-candidate anchors and masked boxes cost ``+inf``, the per-box top-k is one top-k with
-a rank mask. Per pair of box and anchor the arithmetic is that of YOLOX's image-by-image
-loop; tests/test_simota.py checks that the assignments are exactly those of such a loop.
-Memory is ``O(B * N * A)`` per tensor (a few MB for the default config).
+:mod:`leod.model.targets`), and every step is one tensor operation over ``(B, N, A)``
+(non-candidates and masked boxes cost ``+inf``; memory a few MB for the default config).
+Per box and anchor the arithmetic is that of YOLOX's image-by-image loop;
+tests/test_simota.py checks that the assignments are exactly those of such a loop.
 """
 
 from __future__ import annotations
@@ -72,6 +64,13 @@ def simota_assign(
     anchors: AnchorPoints,
 ) -> Assignment:
     """Assign anchors of ``B`` images.
+
+    Candidates of an image are anchors whose cell centre lies strictly within ``1.5 * stride``
+    of some box centre. A candidate's cost for a box is the BCE of ``sqrt(sigmoid(cls) *
+    sigmoid(obj))`` against the box's one-hot class, plus ``3 * -log(IoU)``, plus a huge
+    penalty outside that box's own centre region. Each box takes its ``k`` cheapest
+    candidates, ``k = max(1, int(sum of its top-10 IoUs))``; an anchor claimed by several
+    boxes keeps the cheapest one.
 
     ``pred_boxes (B, A, 4)``, ``obj_logits (B, A)``, ``cls_logits (B, A, C)``; boxes
     ``(B, N, 4)`` with labels ``(B, N)`` and ``gt_mask (B, N)``, True for the boxes that

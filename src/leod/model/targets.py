@@ -1,13 +1,10 @@
 """The training-target format of the detector loss: padded per-sample boxes with flags.
 
-For a batch of ``B`` supervised frames, ``N`` is the largest box count among them and
-shorter samples are padded. Rows are ``(cx, cy, w, h)`` in input pixels of the unpadded
-frame (the model pads bottom/right only, so these are also padded-frame pixels).
-
-``ignore`` marks boxes that must neither be learned as objects nor as background (LEOD's
-low-confidence or short-track pseudo labels, class 1024 there): they take no part in the
-label assignment, and anchors in their centre region (and in no valid box's) get no
-objectness loss. Ignored boxes may carry any class id.
+For a batch of ``B`` supervised frames, ``N`` is the largest box count among them and shorter
+samples are padded. Rows are ``(cx, cy, w, h)`` in unpadded-frame input pixels (the model
+pads bottom/right only). ``ignore`` boxes (LEOD's low-confidence or short-track pseudo
+labels) take no part in label assignment and silence the objectness loss in their centre
+region (see :mod:`leod.model.losses`); they may carry any class id.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -75,20 +71,3 @@ class BoxTargets:
             if ignore is not None:
                 out_ignore[i, :n] = ignore[i]
         return cls(out_boxes, out_labels, out_ignore, out_valid)
-
-    @classmethod
-    def from_box_arrays(cls, arrays: Sequence[np.ndarray], scale: float = 1.0) -> BoxTargets:
-        """From per-frame :data:`leod.labels.boxes.BOX_DTYPE` arrays (top-left boxes).
-
-        ``scale`` multiplies the coordinates (0.5 when the representation is downsampled,
-        as RVT does for 1Mpx); the ``ignore`` field becomes the ignore flag.
-        """
-        boxes, labels, ignore = [], [], []
-        for arr in arrays:
-            x, y = arr["x"].astype(np.float32), arr["y"].astype(np.float32)
-            w, h = arr["w"].astype(np.float32), arr["h"].astype(np.float32)
-            centre_boxes = np.stack([x + w / 2, y + h / 2, w, h], axis=1) * np.float32(scale)
-            boxes.append(torch.from_numpy(centre_boxes.reshape(-1, 4)))
-            labels.append(torch.from_numpy(arr["class_id"].astype(np.int64)))
-            ignore.append(torch.from_numpy(arr["ignore"].astype(bool)))
-        return cls.from_list(boxes, labels, ignore)

@@ -1,16 +1,9 @@
 """Atomic output writing: a killed stage never leaves a half-written file or folder.
 
-Everything is first written to a temporary sibling path, then moved into place with
-``os.replace`` (atomic on POSIX within one file system).
-
-Temporaries are named ``.<name>.<pid>-<random>.tmp``. A stage killed outright (SIGKILL,
-power loss) cannot remove its own, so every atomic write first removes the temporaries of
-the same output whose process no longer runs (the id of a live process, or of one on
-another host sharing the folder, keeps them).
-
-Failures that concern the output location, not the inputs (no space left, file too large,
-read-only file system, a parent path that is a file), become :class:`OutputError` naming
-the output, so a stage reports them in one line like any other bad input.
+Everything is first written to a temporary sibling ``.<name>.<pid>-<random>.tmp``, then moved
+into place with ``os.replace`` (atomic on POSIX within one file system). A process killed
+outright cannot remove its temporaries, so each write first removes the stale ones of its
+output (:func:`stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -72,7 +65,8 @@ def _process_gone(pid: int) -> bool:
 
 
 def stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
-    """The temporaries of ``path`` (named as :func:`_tmp_sibling` names them) whose process is gone."""
+    """The temporaries of ``path`` (named as :func:`_tmp_sibling` names them) whose process is gone
+    (the id of a live process, or of one on another host sharing the folder, keeps them)."""
     target = Path(path)
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)-[a-z0-9_]+\.tmp")
     try:
@@ -116,7 +110,9 @@ def atomic_path(path: str | os.PathLike[str], is_dir: bool = False) -> Iterator[
     """Yield a temporary path to write to; on success it replaces ``path`` atomically.
 
     On any exception the temporary is removed and ``path`` is left untouched; an OSError that
-    only the output location can cause (see module doc) is raised as :class:`OutputError`.
+    only the output location can cause (no space left, file too large, read-only file system,
+    a parent path that is a file) is raised as :class:`OutputError` naming the output, so a
+    stage reports it in one line like any other bad input.
     For folders an existing target is removed first (``os.replace`` cannot replace a
     non-empty folder); the window between removal and rename holds no partial output.
     """

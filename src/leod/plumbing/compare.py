@@ -1,32 +1,15 @@
 """The round table of the workspace, of git commits or of DVC experiments, from metrics/ only.
 
 ``python -m leod compare`` answers "what did each round bring?" without running anything:
-it reads the metrics JSON files the pipeline committed (``test_<run>.json``,
-``pseudo_<round>.json``, ``train_<run>.json``) and prints test AP, pseudo-label
-precision/recall and the gap closed per run, for one or several sources side by side.
-
-A source is
-    ``workspace`` (the ``metrics/`` folder as it is on disk), a git revision (commit,
-    branch, tag, ``HEAD~1``) or the name of a DVC experiment (``dvc exp show`` lists
-    them). Experiments are git commits kept under ``refs/exps/``; DVC stores their
-    uncached metrics files in those commits, so reading them needs git only.
-
-Which runs
-    ``r0`` (the baseline) and ``full`` (full supervision) by name, the rounds as every
-    other name that has a ``pseudo_<name>.json`` or ``train_<name>.json``, ordered
-    naturally (r2 before r10). The chain's ``prev`` links live in params.yaml, not in
-    metrics/, so a chain whose round names do not sort in chain order is listed in name
-    order.
-
-After ``dvc repro``
-    ``compare --next-steps`` (the last command of ``make repro``) adds where the report is
-    and the command plus URL that open MLflow on the runs table.
+it reads the committed metrics JSON files and prints test AP, pseudo-label precision/recall
+and the gap closed per run, for one or several sources side by side. A source is
+``workspace``, a git revision or a DVC experiment name (experiments are git commits under
+``refs/exps/`` holding their uncached metrics files, so reading them needs git only).
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leod.plumbing.errors import ConfigError, MissingInputError
+from leod.plumbing.git import git
 from leod.plumbing.mlflow_store import _sqlite_path, runs_url, tracking_uri
 from leod.plumbing.tracking import print_ui_hint, tracking_enabled
 from leod.report.rows import RunRow, collect_rows
@@ -54,23 +38,13 @@ class Source:
     rev: str | None
 
 
-def _git(repo: Path, *args: str, required: bool = True) -> str | None:
-    """stdout of a git command in ``repo``; on failure an error, or None when not ``required``."""
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-    if done.returncode == 0:
-        return done.stdout
-    if not required:
-        return None
-    raise ConfigError(f"git {' '.join(args)} failed in {repo}: {done.stderr.strip()}")
-
-
 def resolve(repo: Path, name: str) -> Source:
     """``workspace``, a DVC experiment name or any git revision, as a :class:`Source`."""
     if name == WORKSPACE:
         return Source(name, None)
-    refs = _git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/").split("\n")
+    refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/", cwd=repo, required=True)
     matches = []
-    for line in filter(None, refs):
+    for line in filter(None, refs.split("\n")):
         ref, sha = line.split(" ")
         m = _EXP_REF.match(ref)
         if m and m["name"] == name:
@@ -79,7 +53,7 @@ def resolve(repo: Path, name: str) -> Source:
         raise ConfigError(f"experiment name '{name}' is ambiguous ({len(matches)} experiments); use a commit")
     if matches:
         return Source(name, matches[0])
-    commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", required=False)
+    commit = git("rev-parse", "--verify", "--quiet", f"{name}^{{commit}}", cwd=repo)
     if commit is None:
         raise ConfigError(f"'{name}' is neither '{WORKSPACE}', a DVC experiment nor a git revision")
     return Source(name, commit.strip())
@@ -94,13 +68,15 @@ def metrics_folder(repo: Path, source: Source, metrics: str = "metrics") -> Iter
             raise MissingInputError(f"{folder}: no metrics folder; run the pipeline first (dvc repro)")
         yield folder
         return
-    listing = _git(repo, "ls-tree", "-r", "--name-only", source.rev, "--", f"{metrics}/")
+    listing = git("ls-tree", "-r", "--name-only", source.rev, "--", f"{metrics}/", cwd=repo, required=True)
     names = [Path(p).name for p in listing.split("\n") if p.endswith(".json")]
     if not names:
         raise MissingInputError(f"{source.label}: no {metrics}/*.json committed at {source.rev[:10]}")
     with tempfile.TemporaryDirectory(prefix="leod-compare-") as tmp:
         for name in names:
-            (Path(tmp) / name).write_text(_git(repo, "show", f"{source.rev}:{metrics}/{name}"))
+            (Path(tmp) / name).write_text(
+                git("show", f"{source.rev}:{metrics}/{name}", cwd=repo, required=True)
+            )
         yield Path(tmp)
 
 
@@ -109,7 +85,9 @@ def _natural_key(name: str) -> list[int | str]:
 
 
 def discover_runs(folder: Path) -> tuple[list[str], str | None]:
-    """``([r0, rounds...], full or None)`` from the metrics files present in ``folder``."""
+    """``([r0, rounds...], full or None)`` from the metrics files present in ``folder``: the
+    rounds are every other name with a ``pseudo_`` or ``train_`` file, in natural order (r2
+    before r10; the chain's ``prev`` links live in params.yaml, not in metrics/)."""
     names = {m["name"] for p in folder.iterdir() if (m := _RUN_FILE.match(p.name))}
     rounds = sorted(names - {BASELINE, FULL}, key=_natural_key)
     return [BASELINE, *rounds], FULL if FULL in names else None

@@ -1,9 +1,8 @@
 """The MLflow store every stage logs to: where it is, and opening it safely.
 
-See :mod:`leod.plumbing.tracking` for where runs go. Opening the store checks it before any work
-starts (a sqlite store must be writable, an ``http(s)://`` server must accept
-connections), serialises store and experiment creation between processes, and creates
-the experiment tagged for MLflow 3's runs view.
+Opening the store checks it before any work starts (a sqlite store must be writable, an
+``http(s)://`` server must accept connections), serialises store and experiment creation
+between processes, and creates the experiment tagged for MLflow 3's runs view.
 """
 
 from __future__ import annotations
@@ -66,7 +65,9 @@ _VIEW_TAG = (f"mlflow.sharedViewState.{VIEW_KEY}", json.dumps(_VIEW))
 
 
 def find_root(start: Path | None = None) -> Path:
-    """The repository root that holds the MLflow store (see :mod:`leod.plumbing.tracking`)."""
+    """The repository root that holds the MLflow store: ``DVC_ROOT`` when DVC runs the stage
+    (a queued experiment runs in a temporary copy that is deleted afterwards), else the nearest
+    folder up holding ``dvc.yaml`` or ``.git``, else the working directory."""
     dvc_root = os.environ.get("DVC_ROOT")
     if dvc_root:
         return Path(dvc_root).resolve()
@@ -78,7 +79,8 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def tracking_uri(root: Path | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the absolute sqlite URI ``<root>/mlflow.db``."""
+    """``MLFLOW_TRACKING_URI`` if set, else the absolute sqlite URI ``<root>/mlflow.db`` (a
+    relative one would write into a queued experiment's temporary copy and lose the runs)."""
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if env_uri:
         return env_uri

@@ -1,24 +1,10 @@
 """Publish a trained model to the MLflow model registry under an alias, and load it back.
 
-Promoting a model is a decision, not a pipeline step: ``python -m leod register`` is run
-by hand on the model a user chose (by default the chain's last round), after comparing
-rounds and experiments. It
-
-1. opens a ``register`` run in the project's MLflow store (same store and tags as the
-   stages, see :mod:`leod.plumbing.tracking`),
-2. logs the model folder as a ``pyfunc`` model from code (:mod:`leod.plumbing.serving`; no pickle),
-3. registers it as a new version of ``name``, tagged with where it came from (model folder,
-   weights SHA-256, commit, DVC experiment),
-4. loads that version back through MLflow and checks that it predicts, on the first frames
-   of a test sequence, exactly what the pipeline's own inference path
-   (:mod:`leod.training.inference`, which evaluation and pseudo labelling use) predicts
-   with the model folder,
-5. only then points ``alias`` (e.g. ``champion``) at it: a failed check leaves the alias
-   where it was.
-
-Anyone with the store then loads ``models:/<name>@<alias>`` with
-:func:`load_registered` (or ``mlflow.pyfunc.load_model``) and gets the same predictions.
-The registry needs a database store (the default sqlite store is one).
+Promoting a model is a decision, not a pipeline step: ``python -m leod register`` is run by
+hand on the model a user chose. The alias moves only once the registered version, loaded
+back through MLflow, predicts exactly what the pipeline's own inference path predicts;
+anyone with the store then loads ``models:/<name>@<alias>`` (:func:`load_registered`) and
+gets the same predictions. The registry needs a database store (the default sqlite is one).
 """
 
 from __future__ import annotations
@@ -126,7 +112,12 @@ def register_model(
     tags: Mapping[str, str] | None = None,
 ) -> RegisteredModel:
     """Log ``model_dir`` as a new version of registered model ``name``, check it loads back
-    with the pipeline's predictions on ``check_seq``, then set ``alias`` on it."""
+    with the pipeline's predictions on ``check_seq``, then set ``alias`` on it.
+
+    The version is logged from code as a ``pyfunc`` model (:mod:`leod.plumbing.serving`, no
+    pickle) in a ``register`` run of the stages' store, tagged with its model folder, weights
+    SHA-256, commit and DVC experiment. A failed check leaves the alias where it was.
+    """
     if not name.strip():
         raise ConfigError("registered model name must not be empty")
     check_alias(alias)

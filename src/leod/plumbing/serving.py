@@ -1,14 +1,9 @@
 """The detector as an MLflow ``pyfunc`` model, logged as code (never pickled).
 
-MLflow's "models from code" stores a small script with the model (``pyfunc_entry.py``,
-which builds :class:`DetectorModel`) and executes it on load, so nothing is unpickled: the
-weights are read with ``torch.load(weights_only=True)`` from the model folder logged as the
-artefact ``model`` (``model.pt`` + ``model.json``).
-
-``predict`` takes the event histograms of one recording, ``(T, C, H, W)`` as the pipeline's
-preprocess writes them, streams them through the recurrent detector in time order (the LSTM
-state is carried from frame to frame) and returns one row per detection:
-``frame, x, y, w, h, class_id, class_confidence, objectness`` in input pixels.
+MLflow's "models from code" stores a small script with the model (``pyfunc_entry.py``, which
+builds :class:`DetectorModel`) and executes it on load, so nothing is unpickled: the weights
+are read with ``torch.load(weights_only=True)`` from the model folder logged as the artefact
+``model`` (``model.pt`` + ``model.json``).
 """
 
 from __future__ import annotations
@@ -78,6 +73,10 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         """Detections with the model's own thresholds (``model.confidence_threshold``, ``nms_iou``).
+
+        ``model_input``: the event histograms of one recording, ``(T, C, H, W)`` as preprocess
+        writes them, streamed in time order with the LSTM state carried over; one row per
+        detection: ``frame, x, y, w, h, class_id, class_confidence, objectness`` (input pixels).
 
         Left without type hints on purpose: MLflow reads a hinted ``predict`` as a schema and
         expects ``list[...]`` inputs, while this model takes one array of frames.

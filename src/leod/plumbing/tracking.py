@@ -1,48 +1,10 @@
 """MLflow tracking shared by every stage: one store per repository, one run per stage.
 
 DVC owns the pipeline, data and metrics files; MLflow adds per-step curves and a UI. The
-two are linked by tags on each run (git commit, DVC experiment name, DVC stage).
-
-Where runs go
-    ``MLFLOW_TRACKING_URI`` when set; otherwise an absolute ``sqlite:////<root>/mlflow.db``.
-    The root is ``DVC_ROOT`` when DVC runs the stage (queued experiments run in a temp copy
-    ``.dvc/tmp/exps/tmp<random>`` that is deleted afterwards, while ``DVC_ROOT`` names the main
-    repository), else the nearest parent folder holding ``dvc.yaml`` or ``.git``, else the
-    working directory. A relative URI would write into the temp copy and lose the runs.
-    For a sqlite store, artefacts go to the absolute folder ``mlruns`` beside the database,
-    fixed when the experiment is created, so they never point into a deleted temp folder;
-    when the repository is moved or copied, opening the store rewrites those paths to the
-    new folder (:func:`leod.plumbing.mlflow_store.follow_move`).
-    Other stores (e.g. an ``http://`` server) keep their own artefact location.
-    An ``http(s)://`` server is probed first (a closed port or an unknown host fails within
-    seconds, not after MLflow's minutes of retries) and MLflow's HTTP retries and timeout
-    are bounded unless ``MLFLOW_HTTP_REQUEST_*`` are set.
-    The experiment is tagged ``mlflow.experimentKind=custom_model_development`` (which
-    MLflow 3.17's release UI does not consult) and carries a stored runs-table layout; MLflow 3.17's UI opens
-    the runs only at the address of :func:`leod.plumbing.mlflow_store.runs_url`, which
-    ``python -m leod ui`` prints.
-
-Run tags
-    ``mlflow.source.git.commit`` (HEAD of the code being run, ``unknown`` outside git),
-    ``git.dirty`` (``true``/``false``/``unknown``: whether src/, stages/ or params.yaml
-    differ from that commit; dvc.lock and outputs change during any run and do not count),
-    ``dvc.exp_name``,
-    ``dvc.exp_baseline_rev``, ``dvc.stage`` (from ``DVC_EXP_NAME``, ``DVC_EXP_BASELINE_REV``,
-    ``DVC_STAGE`` when set), ``stage``, ``round`` (when given), ``leod.host`` and
-    ``leod.pid`` (the process running the stage), plus any extra tags.
-
-Killed runs
-    A stage killed by SIGKILL cannot close its run, which stays RUNNING. When a stage
-    starts, every RUNNING run of the experiment whose ``leod.host`` is this machine and
-    whose process no longer exists is marked KILLED.
-
-Disabling
-    ``LEOD_TRACKING=0`` (or ``false``/``no``/``off``) makes :func:`stage_run` yield a
-    :class:`NullTracker` with the same methods and touch no store: unit tests of other
-    modules and quick local runs need no MLflow database.
-
-The store itself (location, checks, creation) is :mod:`leod.plumbing.mlflow_store`. mlflow is
-imported lazily (it takes seconds), so ``import leod.plumbing.tracking`` stays cheap.
+two are linked by tags on each run (git commit, DVC experiment name, DVC stage). Where the
+store is: :mod:`leod.plumbing.mlflow_store`. ``LEOD_TRACKING=0`` turns tracking into a no-op
+(:class:`NullTracker`), for unit tests and quick local runs. mlflow is imported lazily (it
+takes seconds), so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -54,13 +16,13 @@ import math
 import os
 import shlex
 import socket
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from leod.plumbing.errors import MissingInputError
+from leod.plumbing.git import git
 from leod.plumbing.mlflow_store import ensure_store, find_root, open_store, retry_locked, tracking_uri
 from leod.schema import flatten
 
@@ -118,30 +80,27 @@ def _param_value(value: Any) -> str:
     return text
 
 
-def _git(*args: str) -> str | None:
-    """Output of a git command in the working directory, or None if git fails."""
-    try:
-        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def git_tags() -> dict[str, str]:
-    """Commit and dirty flag of the code being run (the working directory's repository).
+    """Commit and dirty flag of the code being run (the working directory's repository):
+    ``mlflow.source.git.commit`` (``unknown`` outside git) and ``git.dirty`` (``true``,
+    ``false`` or ``unknown``: whether src/, stages/ or params.yaml differ from the commit).
 
     The working directory is used rather than ``DVC_ROOT``: a queued experiment runs in
     its own checkout whose HEAD is the baseline with the experiment's changes uncommitted
     (so ``git.dirty`` is ``true``), while the main repository's HEAD may have moved on.
     """
-    status = _git("status", "--porcelain", "--", *_CODE_PATHS)
+    status = git("status", "--porcelain", "--", *_CODE_PATHS)
+    commit = git("rev-parse", "HEAD")
     return {
-        "mlflow.source.git.commit": _git("rev-parse", "HEAD") or "unknown",
-        "git.dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "mlflow.source.git.commit": commit.strip() if commit else "unknown",
+        "git.dirty": "unknown" if status is None else str(bool(status.strip())).lower(),
     }
 
 
 def _run_tags(stage: str, round_name: str | None, extra_tags: Mapping[str, Any] | None) -> dict[str, str]:
+    """Commit and dirty flag (:func:`git_tags`), ``dvc.exp_name``, ``dvc.exp_baseline_rev``,
+    ``dvc.stage`` (from DVC's environment when set), ``stage``, ``round``, the host and pid of
+    the process (to find runs it left RUNNING when killed) and the extra tags."""
     tags = git_tags()
     for env, key in (
         ("DVC_EXP_NAME", "dvc.exp_name"),
@@ -266,7 +225,8 @@ def _process_gone(pid: str) -> bool:
 
 
 def close_stale_runs(client: MlflowClient, experiment_id: str) -> list[str]:
-    """Mark KILLED the RUNNING runs of this machine whose process is gone; returns their ids."""
+    """Mark KILLED the RUNNING runs of this machine whose process is gone; returns their ids.
+    A stage killed by SIGKILL cannot close its run, so each stage does this when it starts."""
     host = socket.gethostname().replace("'", "")
     query = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
     runs = retry_locked(lambda: client.search_runs([experiment_id], filter_string=query, max_results=1000))

@@ -1,12 +1,9 @@
 """Convert one raw recording (events + boxes) into the RVT preprocessed layout.
 
-Events are streamed from disk in chunks of ``read_chunk_events``; a small carry buffer holds
-the events that later windows still need, and the windows a chunk closes are computed at
-most ``_BLOCK_BYTES`` of frames at a time, so memory stays bounded by one chunk plus one
-block whatever the recording's length or the time one chunk spans (a corrupt timestamp far
-ahead leaves a long run of empty windows). Events more than ``MAX_EVENTS_AFTER_LABELS_S``
-after the last label frame are corrupt timestamps, an error. Histogram frames are appended
-to a resizable, Blosc-zstd compressed HDF5 dataset with one chunk per frame (RVT's layout).
+Events are streamed in chunks of ``read_chunk_events``; a small carry buffer holds the
+events later windows still need, and windows are computed at most ``_BLOCK_BYTES`` of
+frames at a time, so memory stays bounded whatever the recording's length or the time one
+chunk spans. Frames go to a resizable Blosc-zstd HDF5 dataset, one chunk per frame (RVT's).
 """
 
 from __future__ import annotations
@@ -181,8 +178,7 @@ def convert_sequence(
     )
     out.repr_dir.mkdir(parents=True, exist_ok=True)
     out.labels_dir.mkdir(parents=True, exist_ok=True)
-    scale = 2 if preset.downsample else 1
-    channels, height, width = 2 * rep.nbins, preset.height // scale, preset.width // scale
+    channels, height, width = output_shape(preset.height, preset.width, rep.nbins, preset.downsample)
     all_ends: list[np.ndarray] = []
     with write_h5(out.representations) as h5:
         data = h5.file.create_dataset(

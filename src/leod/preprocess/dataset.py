@@ -18,6 +18,7 @@ from typing import Any
 from leod.config import Params
 from leod.data.layout import MANIFEST, SPLITS, Manifest, SequencePaths
 from leod.data.sequence import SequenceData
+from leod.labels.boxes import representation_size
 from leod.plumbing.atomic import atomic_path
 from leod.plumbing.errors import DataFormatError, MissingInputError
 from leod.plumbing.progress import progress_bar
@@ -91,7 +92,6 @@ def convert_dataset(
         raise DataFormatError(
             f"{raw}: no recordings (<name>_td.dat|.dat.h5|.h5|.raw + <name>_bbox.npy) found"
         )
-    scale = 2 if preset.downsample else 1
     with atomic_path(out_dir, is_dir=True) as tmp:
         jobs = [(rec, tmp, params) for rec in recordings]
         workers = min(params.preprocess.workers, len(jobs))
@@ -114,7 +114,9 @@ def convert_dataset(
         for split, names in splits.items():
             if not names:
                 raise DataFormatError(f"{raw}/{split}: no usable sequence after preprocessing (empty split)")
-        manifest = _manifest(params, splits, None, (preset.height // scale, preset.width // scale))
+        manifest = _manifest(
+            params, splits, None, representation_size(preset.height, preset.width, preset.downsample)
+        )
         (tmp / MANIFEST).write_text(manifest.to_json())
     metrics = _metrics(summaries)
     for split, m in metrics.items():

@@ -1,29 +1,11 @@
 """RVT's stacked-histogram event representation, bit-exact and fast (numba).
 
 The network is trained on RVT's preprocessed tensors, so "close" is not good enough: every
-detail below reproduces uzh-rpg/RVT ``data/utils/representations.py::StackedHistogram``
-(``fastmode=True``, the default) as driven by ``scripts/genx/preprocess_dataset.py``.
-
-* Output ``uint8 (2*nbins, H, W)``, channels ``[pol0 bin 0..nbins-1, pol1 bin 0..nbins-1]``.
-* Time bin: ``floor((t - t_first) / max(t_last - t_first, 1) * nbins)`` clamped to ``nbins-1``,
-  where ``t_first``/``t_last`` are the first and last event *inside the window* (not the window
-  edges). RVT evaluates this as torch's int64 true division, i.e. in float32; we emulate the
-  float32 rounding so bins agree even for spans above 2**24 us. Equal timestamps -> all bin 0.
-* Counts accumulate in uint8 and wrap modulo 256 (RVT's fastmode; only hot pixels with >= 256
-  events in one bin are affected), then are clipped to ``min(count_cutoff, 255)``.
-* Window ``k`` holds the events with ``end_k - window_us <= t <= end_k``: both ends inclusive,
-  because RVT slices with ``searchsorted(t, end - dt, 'left')`` and ``searchsorted(t, end, 'right')``.
-* ``downsample=True`` (1Mpx / eTraM, RVT's ``event_representations_ds2_nearest.h5``): RVT builds
-  the full-resolution histogram and shrinks it with ``interpolate(scale_factor=0.5,
-  mode='nearest-exact')``, which keeps source pixel ``(2i+1, 2j+1)`` for output ``(i, j)`` and
-  yields ``(H//2, W//2)``. We therefore drop events with an even x or y *after* the time bins
-  have been normalised over all events of the window, which is identical and 4x less work.
-
-Speed: events are time-sorted, so each time bin is one contiguous run of events (found by
-binary search), and the inner loop is a pure scatter-increment with no float maths. One window
-is split into equal event ranges per thread (a range that starts inside a bin spills that bin
-into a small private buffer, merged afterwards); many windows run in parallel, one per thread.
-``numba.set_num_threads`` / ``NUMBA_NUM_THREADS`` choose the cores.
+function reproduces uzh-rpg/RVT ``StackedHistogram`` (``fastmode=True``, as driven by
+``scripts/genx/preprocess_dataset.py``) to the bit; the comments say how. Output ``uint8
+(2*nbins, H, W)``, channels ``[pol0 bin 0..nbins-1, pol1 bin 0..nbins-1]``. Events are
+time-sorted, so each time bin is one contiguous run (found by binary search) and the inner
+loop is a pure scatter-increment; ``numba.set_num_threads`` chooses the cores.
 """
 
 from __future__ import annotations
@@ -33,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from leod.events.types import Events
+from leod.labels.boxes import downsample_factor, representation_size
 from leod.plumbing.errors import ConfigError, DataFormatError
 
 #: Largest count a uint8 channel can hold; RVT saturates ``count_cutoff`` here.
@@ -45,7 +28,12 @@ _MIN_EVENTS_PER_THREAD = 64
 
 @njit(cache=True)
 def _time_bin(dt: int, span_f32: np.float32, nbins: int) -> int:
-    """RVT's bin of an event ``dt`` us after the window's first event, in torch's float32 arithmetic."""
+    """RVT's bin of an event ``dt`` us after the window's first event, in torch's float32 arithmetic.
+
+    RVT computes ``floor(dt / max(t_last - t_first, 1) * nbins)`` (clamped to ``nbins - 1``,
+    over the first and last event *inside* the window, not its edges) as torch's int64 true
+    division, i.e. in float32: emulated so that bins agree even for spans above 2**24 us.
+    """
     scaled = (np.float32(dt) / span_f32) * np.float32(nbins)
     return min(np.int64(np.floor(scaled)), nbins - 1)
 
@@ -89,11 +77,12 @@ def _scatter(
     width: int,
     downsample: bool,
 ) -> None:
-    """Add one count per event at ``out[base + p*pol_stride + y*width + x]`` (uint8, wrapping).
+    """Add one count per event at ``out[base + p*pol_stride + y*width + x]`` (uint8, wrapping
+    modulo 256 like RVT's fastmode; only hot pixels with >= 256 events in one bin notice).
 
     Unsigned index maths over slices starting at 0 lets LLVM drop negative-index fix-ups,
     which more than halves the loop time. ``width`` is the output plane's (halved when
-    downsampling, where only events on odd rows and columns land, see the module docstring).
+    downsampling, where only events on odd rows and columns land, see below).
     """
     b = np.uint64(base)
     ps = np.uint64(pol_stride)
@@ -103,7 +92,9 @@ def _scatter(
         for i in range(len(x)):
             out[b + np.uint64(p[i]) * ps + np.uint64(y[i]) * w + np.uint64(x[i])] += one
         return
-    # Only events on odd rows and columns survive nearest-exact 0.5x. Compacting their indices
+    # RVT halves the finished histogram with interpolate(scale_factor=0.5, mode='nearest-exact'),
+    # which keeps source pixel (2i+1, 2j+1): dropping events with an even x or y once the time
+    # bins are normalised over all events is identical and 4x less work. Compacting the indices
     # into a small L1-resident buffer first (branch-free write cursor), then scattering, beats
     # both a mispredicted branch per event and a dummy add-0 for every dropped event.
     buf = np.empty(_DS_CHUNK, np.uint64)
@@ -123,7 +114,8 @@ def _scatter(
 
 @njit(cache=True)
 def _clip(out: np.ndarray, cutoff: np.uint8) -> None:
-    """Saturate counts at ``cutoff`` in place (vectorises to byte-wise min)."""
+    """Saturate counts at ``cutoff`` in place, after the wrapping accumulation as in RVT
+    (vectorises to byte-wise min)."""
     for i in range(len(out)):
         out[i] = min(out[i], cutoff)
 
@@ -165,6 +157,43 @@ def _all_valid(
 
 
 @njit(cache=True)
+def _fill_range(
+    x: np.ndarray,
+    y: np.ndarray,
+    p: np.ndarray,
+    starts: np.ndarray,
+    first: int,
+    stop: int,
+    out: np.ndarray,
+    spill: np.ndarray,
+    height: int,
+    width: int,
+    downsample: bool,
+) -> int:
+    """Scatter events ``[first, stop)`` of a window, bin by bin (``starts``: each bin's first event).
+
+    A bin whose first event lies in the range goes straight into ``out``; a bin that began
+    before ``first`` (shared with the range before) goes into ``spill`` (two planes) instead.
+    Returns that bin, or -1.
+    """
+    nbins = len(starts) - 1
+    out_width = width // 2 if downsample else width
+    plane = (height // 2 if downsample else height) * out_width
+    spilled = -1
+    for b in range(nbins):
+        s = max(first, starts[b])
+        e = min(stop, starts[b + 1])
+        if s >= e:
+            continue
+        if s == starts[b]:
+            _scatter(x[s:e], y[s:e], p[s:e], out, b * plane, nbins * plane, out_width, downsample)
+        else:
+            spilled = b
+            _scatter(x[s:e], y[s:e], p[s:e], spill, 0, plane, out_width, downsample)
+    return spilled
+
+
+@njit(cache=True)
 def _fill_window(
     t: np.ndarray,
     x: np.ndarray,
@@ -178,13 +207,8 @@ def _fill_window(
     cutoff: np.uint8,
 ) -> None:
     """One window into the zeroed flat ``out`` (``2*nbins`` planes of the output size), one thread."""
-    out_width = width // 2 if downsample else width
-    plane = (height // 2 if downsample else height) * out_width
-    starts = _bin_starts(t, nbins)
-    for b in range(nbins):
-        s = starts[b]
-        e = starts[b + 1]
-        _scatter(x[s:e], y[s:e], p[s:e], out, b * plane, nbins * plane, out_width, downsample)
+    # the whole window is one range: no bin began before it, nothing spills
+    _fill_range(x, y, p, _bin_starts(t, nbins), 0, len(t), out, out[:0], height, width, downsample)
     _clip(out, cutoff)
 
 
@@ -210,24 +234,14 @@ def _fill_window_parallel(
     (uint8 addition wraps exactly like a single accumulator).
     """
     n = len(t)
-    out_width = width // 2 if downsample else width
-    plane = (height // 2 if downsample else height) * out_width
+    plane = (height // 2 if downsample else height) * (width // 2 if downsample else width)
     starts = _bin_starts(t, nbins)
     spill = np.zeros((nparts, 2 * plane), np.uint8)
     spill_bin = np.full(nparts, -1, np.int64)
     for k in prange(nparts):
         first = k * n // nparts
         stop = (k + 1) * n // nparts
-        for b in range(nbins):
-            s = max(first, starts[b])
-            e = min(stop, starts[b + 1])
-            if s >= e:
-                continue
-            if s == starts[b]:
-                _scatter(x[s:e], y[s:e], p[s:e], out, b * plane, nbins * plane, out_width, downsample)
-            else:
-                spill_bin[k] = b
-                _scatter(x[s:e], y[s:e], p[s:e], spill[k], 0, plane, out_width, downsample)
+        spill_bin[k] = _fill_range(x, y, p, starts, first, stop, out, spill[k], height, width, downsample)
     for k in range(nparts):  # sequential: several parts may spill into the same bin
         b = spill_bin[k]
         if b >= 0:
@@ -330,12 +344,10 @@ def output_shape(height: int, width: int, nbins: int, downsample: bool = False) 
     """``(2*nbins, H, W)`` of one histogram, H and W halved (floored) when downsampling like RVT."""
     if nbins < 1:
         raise ConfigError(f"representation.nbins must be >= 1, got {nbins}")
-    low = 2 if downsample else 1
+    low = downsample_factor(downsample)
     if height < low or width < low:
         raise ConfigError(f"sensor size {height}x{width} is too small (downsample={downsample})")
-    if downsample:
-        return 2 * nbins, height // 2, width // 2
-    return 2 * nbins, height, width
+    return 2 * nbins, *representation_size(height, width, downsample)
 
 
 def _cutoff(count_cutoff: int) -> np.uint8:
@@ -378,7 +390,8 @@ def stacked_histogram(
 
 
 def window_slices(t: np.ndarray, window_ends_us: np.ndarray, window_us: int) -> tuple[np.ndarray, np.ndarray]:
-    """Event ranges ``[first, stop)`` of the windows ``end - window_us <= t <= end`` (RVT's slicing)."""
+    """Event ranges ``[first, stop)`` of the windows ``end - window_us <= t <= end``: both ends
+    inclusive, as RVT's ``searchsorted(t, end - dt, 'left')`` and ``searchsorted(t, end, 'right')``."""
     ends = np.asarray(window_ends_us, dtype=np.int64)
     first = np.searchsorted(t, ends - window_us, side="left").astype(np.int64)
     stop = np.searchsorted(t, ends, side="right").astype(np.int64)

@@ -1,18 +1,7 @@
 """RVT's label rules: which boxes survive preprocessing, and which timestamps become label frames.
 
-Order of the box rules (RVT ``preprocess_dataset.py``, see the facts file):
-
-1. keep only the preset's classes (1Mpx: ids 0-2) and re-index them 0..K-1;
-2. crop to the field of view, drop boxes left with zero width or height (counted apart:
-   boxes that had an area but lie wholly outside the sensor);
-3. the Prophesee minimum diagonal / side filter where the preset uses one (Gen1 30/10);
-4. train split only: drop boxes wider than ``max_box_width_frac`` of the frame (faulty boxes).
-
-Label frames: the first label timestamp at or after ``first_label_min_ms`` is the reference,
-and later timestamps are kept only on multiples of a base delta (within a tolerance; one per
-multiple, the closest). The
-base delta is the median label period times ``round(label_period_ms / median)``, which is
-RVT's rule for 30/60 Hz labels and gives the native period for 20 Hz / 4 Hz labels.
+Both follow RVT's ``preprocess_dataset.py`` (see the facts file) rule by rule, in its order,
+so that our preprocessed labels equal RVT's released ones.
 """
 
 from __future__ import annotations
@@ -71,7 +60,14 @@ class BoxFilterStats:
 
 
 def filter_boxes(boxes: np.ndarray, preset: DatasetPreset, train: bool) -> tuple[np.ndarray, BoxFilterStats]:
-    """Apply the preset's box rules (see module docstring); returns kept boxes and counts."""
+    """Apply the preset's box rules in RVT's order; returns kept boxes and counts.
+
+    1. keep only the preset's classes (1Mpx: ids 0-2) and re-index them 0..K-1;
+    2. crop to the field of view, drop boxes left with zero width or height (counted apart:
+       boxes that had an area but lie wholly outside the sensor);
+    3. the Prophesee minimum diagonal / side filter where the preset uses one (Gen1 30/10);
+    4. train split only: drop boxes wider than ``max_box_width_frac`` of the frame (faulty).
+    """
     total = len(boxes)
     if preset.keep_classes is not None:
         keep_ids = np.asarray(preset.keep_classes, dtype=np.int64)
@@ -107,7 +103,13 @@ def filter_boxes(boxes: np.ndarray, preset: DatasetPreset, train: bool) -> tuple
 
 
 def label_frame_times(timestamps_us: np.ndarray, preset: DatasetPreset) -> np.ndarray:
-    """The label-frame timestamps kept from the unique box timestamps of one sequence."""
+    """The label-frame timestamps kept from the unique box timestamps of one sequence.
+
+    The first timestamp at or after ``first_label_min_ms`` is the reference; later ones are
+    kept only on multiples of a base delta (within a tolerance; one per multiple, the
+    closest). The delta is the median label period times ``round(label_period_ms / median)``:
+    RVT's rule for 30/60 Hz labels, the native period for 20 Hz / 4 Hz labels.
+    """
     ts = np.unique(timestamps_us.astype(np.int64))
     ts = ts[ts >= round(preset.first_label_min_ms * 1000)]
     if len(ts) < 2:

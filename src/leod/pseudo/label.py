@@ -26,7 +26,7 @@ import torch
 
 from leod.config import Params
 from leod.data.sequence import SequenceData
-from leod.labels.boxes import BOX_DTYPE, clip_to_frame
+from leod.labels.boxes import BOX_DTYPE, clip_to_frame, to_sensor_pixels
 from leod.model.detector import RecurrentDetector
 from leod.model.nms import batched_nms
 from leod.plumbing.progress import progress_bar
@@ -152,10 +152,7 @@ def pseudo_label_sequences(
             frames, is_gt, cfg.tracker, frame_hw=(height, width), frame_times=seq.timestamps_us[reprs]
         )
         tracked += seq_tracked
-        scale = np.float32(2.0 if seq.paths.downsample else 1.0)
-        for boxes in frames:
-            for key in ("x", "y", "w", "h"):
-                boxes[key] *= scale
+        frames = [to_sensor_pixels(boxes, seq.paths.downsample) for boxes in frames]
         out[seq.name] = SequenceLabels.from_frames(np.asarray(reprs, np.int64), frames)
         n_frames += len(reprs)
         n_gt += int(is_gt.sum())

@@ -1,42 +1,10 @@
 """How good are the pseudo labels? Measured against the ground truth the split withheld.
 
-LEOD's ``val_dst.py`` answers this after every labelling round; this module is its
-replacement, stricter in one place and broader in others.
-
-Which frames count
-    Only the label frames whose ground truth the subsample stage withheld. At kept frames
-    the pseudo labels *are* the ground truth, so including them would only inflate every
-    number. Frames are matched by exact equality of ``t`` (pseudo labels are stamped at
-    label-frame times), and every withheld time must carry ground truth: a time without
-    any GT box means the two inputs disagree on time units or sequence, which would
-    otherwise silently read as "nothing found".
-
-Which boxes count
-    Pseudo boxes flagged ``ignore`` (LEOD's short-track and inpainted class-1024 regions)
-    are neither right nor wrong: they are left out of every ratio and only counted
-    (``ignore_per_frame``). Ground-truth boxes flagged ``ignore`` are left out too, as
-    :func:`leod.evaluation.prophesee.evaluate_detection` does, so a pseudo box on one
-    counts as a false positive in both the ratios and the AP.
-
-Precision and recall (one-to-one)
-    Per frame and class, pseudo boxes are visited in descending score
-    (``class_confidence * objectness``, the score LEOD thresholds pseudo labels with) and
-    each claims the still-unclaimed GT box of highest IoU, if that IoU reaches the
-    threshold (COCO's greedy rule). LEOD's ``teacher_AP`` / ``teacher_AR`` instead count a
-    box as correct when it overlaps *any* box, so two pseudo boxes on one car both count as
-    correct and one pseudo box spanning two cars recalls both. One-to-one matching
-    charges duplicates as false positives and gives each object at most one hit, which is
-    what a student trained on these labels actually receives. LEOD's ``teacher_AP`` is a
-    precision, not COCO AP; here the two are reported under their own names.
-
-COCO AP
-    ``AP`` and ``AP50`` come from the project's Prophesee evaluator with
-    ``score = class_confidence``, no size filter, no time skip and zero time tolerance, so
-    the same withheld frames are evaluated as for the ratios.
-
-A ratio over an empty set (precision without pseudo boxes, recall without ground truth,
-per class or overall) is reported as 0.0 rather than NaN, which is not valid JSON; the
-per-frame counts beside it tell the two cases apart.
+LEOD's ``val_dst.py`` answers this after every round; this replaces it. Only withheld label
+frames count (at kept frames the pseudo labels *are* the ground truth), ``ignore`` boxes
+are left out of every ratio, and matching is one-to-one (COCO's greedy rule), where LEOD's
+``teacher_AP`` / ``teacher_AR`` credit every box that overlaps any box: duplicates become
+false positives and an object gets at most one hit, which is what a student receives.
 """
 
 from __future__ import annotations
@@ -49,11 +17,11 @@ import numpy as np
 from leod.data.sequence import SequenceData
 from leod.evaluation.config import EvalFilter
 from leod.evaluation.confusion import box_corners, greedy_match
+from leod.evaluation.ground_truth import ground_truth
 from leod.evaluation.prophesee import UNDEFINED, evaluate_detection
-from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.labels.boxes import BOX_DTYPE, to_representation_pixels, validate_boxes
 from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
 from leod.pseudo.store import SequenceLabels
-from leod.training.inference import ground_truth
 
 #: IoU thresholds of the precision / recall keys (LEOD's ``val_dst.py`` uses the same three).
 IOU_THRESHOLDS = (0.25, 0.5, 0.75)
@@ -112,7 +80,14 @@ def _select_withheld(
     withheld_times: Mapping[str, np.ndarray],
     num_classes: int,
 ) -> _Withheld:
-    """Keep the boxes at withheld frames and number those frames over all sequences."""
+    """Keep the boxes at withheld frames and number those frames over all sequences.
+
+    Frames match by equal ``t`` (pseudo labels are stamped at label-frame times); a withheld
+    time without any GT box means the inputs disagree on time units or sequence, an error
+    rather than a silent "nothing found". Pseudo boxes flagged ``ignore`` (LEOD's short-track
+    and inpainted regions) are only counted; ignore GT boxes are left out, as the evaluator
+    does, so a pseudo box on one is a false positive in the ratios and the AP alike.
+    """
     gts, gt_frames, dts, dt_frames = [], [], [], []
     num_ignore = 0
     offset = 0
@@ -187,7 +162,8 @@ def _match(w: _Withheld, num_classes: int, iou: float) -> tuple[np.ndarray, np.n
 
 
 def _ratio(num: np.ndarray | float, den: np.ndarray | float) -> np.ndarray:
-    """``num / den`` with 0 where ``den`` is 0 (see the module docstring)."""
+    """``num / den`` with 0 where ``den`` is 0: NaN is not valid JSON, and the per-frame counts
+    beside a ratio tell "nothing found" from "nothing to find"."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
     return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
@@ -207,7 +183,8 @@ def _check_iou(iou: float) -> float:
 
 
 def _coco_ap(w: _Withheld, classes: list[str]) -> dict[str, float]:
-    """``AP`` and ``AP50`` of the pseudo labels over the withheld frames.
+    """``AP`` and ``AP50`` of the pseudo labels over the withheld frames: the Prophesee
+    evaluator with ``score = class_confidence``, no size filter, no time skip, zero tolerance.
 
     Boxes are re-stamped with their frame number + 1 before evaluation: the Prophesee
     filter keeps only ``t > skip_first_us``, so a label frame at ``t = 0`` would otherwise
@@ -323,15 +300,12 @@ def quality_inputs(
     downsample: bool,
 ) -> QualityInputs:
     """Pair a round's pseudo labels (sensor pixels) with the ground truth of the same frames."""
-    scale = np.float32(0.5 if downsample else 1.0)
     labelled_seqs = [s for s in seqs if s.name in pseudo]
     gt = ground_truth(labelled_seqs, at_frame_time=True)
     boxes, withheld = {}, {}
     for seq in labelled_seqs:
-        labels = pseudo[seq.name].labels.copy()
-        for key in ("x", "y", "w", "h"):
-            labels[key] *= scale  # back to the representation pixels the GT is in
-        boxes[seq.name] = labels
+        # back to the representation pixels the GT is in
+        boxes[seq.name] = to_representation_pixels(pseudo[seq.name].labels, downsample)
         labelled = set(pseudo[seq.name].repr_idx.tolist())
         kept_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
         times = [seq.timestamps_us[r] for r in seq.label_repr if r in labelled and r not in kept_repr]

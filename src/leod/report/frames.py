@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from leod.data.layout import load_manifest
-from leod.data.sequence import IGNORE_CLASS_ID, SequenceData, Split
-from leod.labels.boxes import BOX_DTYPE, validate_boxes
+from leod.data.sequence import SequenceData, Split
+from leod.labels.boxes import BOX_DTYPE, fold_ignore_class, to_representation_pixels, validate_boxes
 from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels
 
@@ -79,16 +79,13 @@ def _best_frame(seq: SequenceData, candidates: np.ndarray) -> int | None:
     return int(candidates[np.flatnonzero(counts == counts.max())[-1]])
 
 
-def _pseudo_at(labels: SequenceLabels | None, repr_idx: int, scale: float) -> np.ndarray:
+def _pseudo_at(labels: SequenceLabels | None, repr_idx: int, downsample: bool) -> np.ndarray:
     """A sequence's pseudo labels at one repr frame, in representation pixels."""
     if labels is None:
         return np.zeros(0, BOX_DTYPE)
     hits = np.flatnonzero(labels.repr_idx == repr_idx)
-    boxes = labels.frame(int(hits[0])).copy() if hits.size else np.zeros(0, BOX_DTYPE)
-    boxes["ignore"] |= boxes["class_id"] == IGNORE_CLASS_ID
-    for key in ("x", "y", "w", "h"):
-        boxes[key] *= scale
-    return boxes
+    boxes = labels.frame(int(hits[0])) if hits.size else np.zeros(0, BOX_DTYPE)
+    return to_representation_pixels(fold_ignore_class(boxes), downsample)
 
 
 def _frame_title(split: str, seq: SequenceData, f: int, extra: str = "") -> str:
@@ -129,7 +126,6 @@ def select_examples(
     (with ``pseudo`` drawn there), then test frames (with ``predictions``); ``None`` for an
     overlay that is not available. Per sequence the frame with the most GT boxes is shown."""
     manifest = load_manifest(inputs.data)
-    scale = 0.5 if manifest.downsample else 1.0
     out = []
     for split_name, n in (("train", n_train), ("test", n_test)):
         found = 0
@@ -146,7 +142,7 @@ def select_examples(
             r = int(seq.label_repr[f])
             image = histogram_to_rgb(seq.read_frames(r, r + 1)[0])
             if split_name == "train":
-                shown = None if pseudo is None else _pseudo_at(pseudo.get(name), r, scale)
+                shown = None if pseudo is None else _pseudo_at(pseudo.get(name), r, manifest.downsample)
                 out.append(
                     FrameExample(_frame_title("train", seq, f, ", GT withheld"), image, seq.boxes(r), shown)
                 )

@@ -18,6 +18,7 @@ from leod.data.layout import Manifest
 from leod.data.loader import inference_batches
 from leod.data.sequence import SequenceData
 from leod.evaluation.config import EvalFilter
+from leod.evaluation.ground_truth import ground_truth
 from leod.evaluation.prophesee import EvalResult, evaluate_detection, scaled_filter
 from leod.labels.boxes import BOX_DTYPE
 from leod.model.detector import RecurrentDetector
@@ -113,25 +114,6 @@ def predict_sequences(
     for name, parts in found.items():
         boxes = np.concatenate(parts) if parts else np.zeros(0, dtype=BOX_DTYPE)
         out[name] = boxes[np.argsort(boxes["t"], kind="stable")]
-    return out
-
-
-def ground_truth(seqs: Sequence[SequenceData], at_frame_time: bool = False) -> dict[str, np.ndarray]:
-    """All label-frame boxes of each sequence (representation pixels), time-sorted.
-
-    ``at_frame_time``: stamp each box with its representation frame's end time instead of
-    its label time, as pseudo labels are stamped, so the two can be matched frame by frame.
-    """
-    out = {}
-    for seq in seqs:
-        parts = []
-        for r in seq.label_repr:
-            boxes = seq.boxes(int(r))
-            if at_frame_time:
-                boxes = boxes.copy()
-                boxes["t"] = seq.timestamps_us[r]
-            parts.append(boxes)
-        out[seq.name] = np.concatenate(parts) if parts else np.zeros(0, dtype=BOX_DTYPE)
     return out
 
 
