@@ -23,9 +23,10 @@ from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_labels
 from leod.report.document import render_markdown, write_report
 from leod.report.figures import plot_frames
-from leod.report.frames import FrameExample, FrameInputs, histogram_to_rgb, load_predictions, select_examples
+from leod.report.frames import FrameExample, FrameInputs, load_predictions, select_examples
 from leod.report.rows import collect_rows, gap_closed, read_metrics, read_pr_curve
 from leod.report.tables import rounds_csv
+from leod.visual.draw import histogram_to_rgb
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["car", "ped"]

@@ -14,6 +14,7 @@ from leod.data.sequence import IGNORE_CLASS_ID, SequenceData, Split
 from leod.labels.boxes import BOX_DTYPE, validate_boxes
 from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels
+from leod.visual.draw import histogram_to_rgb
 
 
 @dataclass(frozen=True)
@@ -25,26 +26,6 @@ class FrameExample:
     gt: np.ndarray  # BOX_DTYPE
     pseudo: np.ndarray | None = None  # None: not shown (test frame or no pseudo labels)
     pred: np.ndarray | None = None  # None: not shown (train frame or no predictions)
-
-
-def histogram_to_rgb(frame: np.ndarray) -> np.ndarray:
-    """A stacked histogram ``(2*nbins, H, W)`` as an RGB image: white, ON events red, OFF blue.
-
-    Counts are summed over time bins and divided by the 99th percentile of the non-zero
-    counts, so one hot pixel does not make every other event invisible.
-    """
-    if frame.ndim != 3 or frame.shape[0] % 2:
-        raise DataFormatError(f"event frame has shape {frame.shape}, expected (2*nbins, H, W)")
-    nbins = frame.shape[0] // 2
-    off = frame[:nbins].sum(axis=0, dtype=np.float64)  # polarity 0 first, as RVT stacks them
-    on = frame[nbins:].sum(axis=0, dtype=np.float64)
-    counts = np.concatenate([on[on > 0], off[off > 0]])
-    scale = float(np.percentile(counts, 99)) if counts.size else 1.0
-    on, off = np.clip(on / scale, 0, 1), np.clip(off / scale, 0, 1)
-    rgb = np.ones((*on.shape, 3))
-    rgb -= on[..., None] * np.array([0.0, 1.0, 1.0])  # leaves red
-    rgb -= off[..., None] * np.array([1.0, 1.0, 0.0])  # leaves blue
-    return np.clip(rgb, 0, 1)
 
 
 def load_predictions(path: Path) -> dict[str, np.ndarray] | None:
