@@ -60,7 +60,7 @@ def _best_frame(seq: SequenceData, candidates: np.ndarray) -> int | None:
     return int(candidates[np.flatnonzero(counts == counts.max())[-1]])
 
 
-def _pseudo_at(labels: SequenceLabels | None, repr_idx: int, scale: float) -> np.ndarray:
+def pseudo_at(labels: SequenceLabels | None, repr_idx: int, scale: float) -> np.ndarray:
     """A sequence's pseudo labels at one repr frame, in representation pixels."""
     if labels is None:
         return np.zeros(0, BOX_DTYPE)
@@ -127,7 +127,7 @@ def select_examples(
             r = int(seq.label_repr[f])
             image = histogram_to_rgb(seq.read_frames(r, r + 1)[0])
             if split_name == "train":
-                shown = None if pseudo is None else _pseudo_at(pseudo.get(name), r, scale)
+                shown = None if pseudo is None else pseudo_at(pseudo.get(name), r, scale)
                 out.append(
                     FrameExample(_frame_title("train", seq, f, ", GT withheld"), image, seq.boxes(r), shown)
                 )

@@ -78,7 +78,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, style: BoxStyle, zoom: int 
         if style.label and not skip:
             text = _label(box, style)
             left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
-            lift = bottom - top + 2
+            lift = bottom - top + 2 if top - (bottom - top + 2) >= 0 else -2  # inside at the top edge
             draw.rectangle((left, top - lift, right + 2, bottom - lift + 1), fill=style.color)
             draw.text((x0 + 1, y0 - lift), text, fill=(255, 255, 255), font=font)
     return np.asarray(pil)
