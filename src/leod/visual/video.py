@@ -11,7 +11,6 @@ short clips. The file appears under its name only once complete (see
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,11 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 
 def mp4_available() -> bool:
     """Whether imageio-ffmpeg (and so MP4 writing) can be imported."""
-    return importlib.util.find_spec("imageio_ffmpeg") is not None
+    try:
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def video_target(path: str | os.PathLike[str]) -> Path:
