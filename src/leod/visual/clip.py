@@ -100,9 +100,9 @@ def sequence_frames(
         block = seq.read_frames(first, min(first + read_block, stop))
         for r, frame in enumerate(block, start=first):
             base = event_image(frame, zoom)
-            none = "" if seq.repr_label_frame[r] >= 0 else " (no label frame)"
+            none = "" if seq.repr_label_frame[r] >= 0 else " (no label)"
             panels = [draw_boxes(base, seq.boxes(r), gt_style, zoom)]
-            titles = [f"{seq.name} {seq.timestamps_us[r] / 1e6:.2f} s: ground truth{none}"]
+            titles = [f"{seq.timestamps_us[r] / 1e6:.2f} s ground truth{none}"]
             for o in overlays:
                 boxes = pseudo_at(o.pseudo, r, scale) if o.pseudo is not None else (o.boxes or {}).get(r)
                 panels.append(base if boxes is None else draw_boxes(base, boxes, o.style, zoom))
