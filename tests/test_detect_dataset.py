@@ -17,12 +17,15 @@ from leod.evaluation.prophesee import evaluate_detection, scaled_filter
 from leod.labels.boxes import to_internal
 from leod.plumbing.cli import main as leod
 from leod.preprocess.dataset import convert_dataset
-from leod.pseudo.store import SequenceLabels, save_pseudo_labels
+from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_labels
 from leod.subsample import make_split
 from leod.synthetic.generate import generate_dataset
 from leod.training.inference import ground_truth
 from leod.training.loop import train
 from leod.training.model_files import save_model
+from leod.visual.clip import ClipRange, pseudo_overlay, sequence_frames
+from leod.visual.draw import GT_COLOR, PRED_COLOR, PSEUDO_COLOR, TITLE_HEIGHT, zoom_for
+from leod.visual.predictions import model_overlay
 from tiny import REPO, tiny_dict
 
 pytestmark = pytest.mark.slow
@@ -108,3 +111,47 @@ def test_detect_then_prophesee_evaluation_gives_the_evaluate_stage_ap(trained, t
 
     shifted = detect(aligned + window_us // 5)  # another grid sees other events: the check can fail
     assert len(shifted) != len(boxes) or not np.allclose(shifted["x"], boxes["x"])
+
+
+def _colour(panel: np.ndarray, rgb: tuple[int, int, int]) -> int:
+    return int(np.all(panel == np.array(rgb, np.uint8), axis=-1).sum())
+
+
+def test_visualize_draws_gt_pseudo_labels_and_predictions_side_by_side(trained, tmp_path):
+    root, manifest = trained["root"], trained["manifest"]
+    (seq, *_) = open_sequences(root / "pre", manifest, "train")
+    pseudo = root / "pseudo" / "r1" / "labels.npz"
+    out = tmp_path / "clip.mp4"
+    args = ["visualize", "--data", str(root / "pre"), "--sequence", seq.name, "--out", str(out)]
+    assert leod([*args, "--pseudo", str(pseudo), "--model", str(root / "model"), "--start", "5"]) == 0
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(out))
+    size = next(reader)["size"]
+    zoom = zoom_for(manifest.width, 256)
+    assert sum(1 for _ in reader) == seq.num_frames - 5  # 40 frames asked, clipped to the end
+    assert size == (3 * manifest.width * zoom + 2 * 4, manifest.height * zoom + TITLE_HEIGHT)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+    # the same panels without the codec: exact colours. The pseudo labels are the ground
+    # truth, so boxes appear in both panels on exactly the frames with ground truth.
+    span = ClipRange(0, seq.num_frames)
+    overlays = [
+        pseudo_overlay(load_pseudo_labels(pseudo), seq, "pseudo", manifest.classes),
+        model_overlay(root / "model", root / "pre", seq.name, span, 0.05, "cpu"),
+    ]
+    width = manifest.width * zoom + 4
+    found_pred = 0
+    for r, frame in enumerate(sequence_frames(seq, span, overlays, manifest.classes, False)):
+        gt, ps, pred = (frame[TITLE_HEIGHT:, k * width : k * width + width - 4] for k in range(3))
+        has_gt = len(seq.boxes(r)) > 0
+        assert (_colour(gt, GT_COLOR) > 0) == has_gt and (_colour(ps, PSEUDO_COLOR) > 0) == has_gt, r
+        assert _colour(gt, PSEUDO_COLOR) == _colour(ps, GT_COLOR) == _colour(gt, PRED_COLOR) == 0
+        found_pred += _colour(pred, PRED_COLOR) > 0
+    assert found_pred > 0
+
+    test_seq = manifest.splits["test"][0]
+    bad = ["visualize", "--data", str(root / "pre"), "--sequence", test_seq, "--pseudo", str(pseudo)]
+    assert leod([*bad, "--out", str(tmp_path / "t.mp4")]) == 2  # a round labels the train split only
+    assert leod([*args[:-2], "--out", str(tmp_path / "t.mp4"), "--start", "999"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

@@ -26,7 +26,7 @@ def model_overlay(
     stop = span.stop(seq)
     opts = InferenceOptions(
         batch_size=1,
-        chunk_length=32,
+        chunk_length=min(32, seq.num_frames),
         conf_threshold=score,
         nms_iou=model.cfg.nms_iou,
         amp=False,
