@@ -66,7 +66,7 @@ class _Mp4:
                 codec="libx264",
                 macro_block_size=2,
                 ffmpeg_log_level="error",
-                output_params=["-f", "mp4", "-threads", "1"],  # the name ends in .tmp
+                output_params=["-f", "mp4", "-threads", "1", "-preset", "veryfast"],  # the name ends in .tmp
             )
             self._gen.send(None)
         self._gen.send(np.ascontiguousarray(frame))
