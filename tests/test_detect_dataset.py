@@ -17,7 +17,7 @@ from leod.evaluation.prophesee import evaluate_detection, scaled_filter
 from leod.labels.boxes import to_internal
 from leod.plumbing.cli import main as leod
 from leod.preprocess.dataset import convert_dataset
-from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_labels
+from leod.pseudo.store import SequenceLabels, save_pseudo_labels
 from leod.subsample import make_split
 from leod.synthetic.generate import generate_dataset
 from leod.training.inference import ground_truth
@@ -117,7 +117,7 @@ def _colour(panel: np.ndarray, rgb: tuple[int, int, int]) -> int:
     return int(np.all(panel == np.array(rgb, np.uint8), axis=-1).sum())
 
 
-def test_visualize_draws_gt_pseudo_labels_and_predictions_side_by_side(trained, tmp_path):
+def test_visualize_draws_gt_pseudo_labels_and_predictions_side_by_side(trained, tmp_path, capsys):
     root, manifest = trained["root"], trained["manifest"]
     (seq, *_) = open_sequences(root / "pre", manifest, "train")
     pseudo = root / "pseudo" / "r1" / "labels.npz"
@@ -137,7 +137,7 @@ def test_visualize_draws_gt_pseudo_labels_and_predictions_side_by_side(trained, 
     # truth, so boxes appear in both panels on exactly the frames with ground truth.
     span = ClipRange(0, seq.num_frames)
     overlays = [
-        pseudo_overlay(load_pseudo_labels(pseudo), seq, "pseudo", manifest.classes),
+        pseudo_overlay(pseudo, seq, manifest.classes),
         model_overlay(root / "model", root / "pre", seq.name, span, 0.05, "cpu"),
     ]
     width = manifest.width * zoom + 4
@@ -153,5 +153,8 @@ def test_visualize_draws_gt_pseudo_labels_and_predictions_side_by_side(trained, 
     test_seq = manifest.splits["test"][0]
     bad = ["visualize", "--data", str(root / "pre"), "--sequence", test_seq, "--pseudo", str(pseudo)]
     assert leod([*bad, "--out", str(tmp_path / "t.mp4")]) == 2  # a round labels the train split only
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {pseudo}: no pseudo labels for {test_seq} (a round labels the train split only)"
+    )
     assert leod([*args[:-2], "--out", str(tmp_path / "t.mp4"), "--start", "999"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]

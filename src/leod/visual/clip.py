@@ -71,15 +71,14 @@ class Overlay:
     pseudo: SequenceLabels | None = None
 
 
-def pseudo_overlay(
-    labels: Mapping[str, SequenceLabels], seq: SequenceData, title: str, classes: Sequence[str]
-) -> Overlay:
-    """The panel of a round's pseudo labels of ``seq`` (error when the round has none for it)."""
+def pseudo_overlay(path: Path, seq: SequenceData, classes: Sequence[str]) -> Overlay:
+    """The panel of the pseudo labels in ``path`` (a round's labels.npz, titled by its folder)
+    for ``seq``; an error when the round has none for it."""
+    labels = load_pseudo_labels(path)
     if seq.name not in labels:
-        raise ConfigError(f"{title}: no pseudo labels for {seq.name} (a round labels the train split only)")
-    return Overlay(
-        title, BoxStyle(PSEUDO_COLOR, tuple(classes), score_field="class_confidence"), pseudo=labels[seq.name]
-    )
+        raise ConfigError(f"{path}: no pseudo labels for {seq.name} (a round labels the train split only)")
+    style = BoxStyle(PSEUDO_COLOR, tuple(classes), score_field="class_confidence")
+    return Overlay(f"pseudo labels {path.parent.name}", style, pseudo=labels[seq.name])
 
 
 def sequence_frames(
@@ -134,11 +133,7 @@ def render_clip(
     span.stop(seq)  # a bad range fails before anything is drawn
     overlays = []
     if pseudo is not None:
-        overlays.append(
-            pseudo_overlay(
-                load_pseudo_labels(pseudo), seq, f"pseudo labels {pseudo.parent.name}", manifest.classes
-            )
-        )
+        overlays.append(pseudo_overlay(pseudo, seq, manifest.classes))
     if predictions is not None:
         overlays.append(predictions)
     n = 0
