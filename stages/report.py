@@ -1,4 +1,5 @@
-"""Stage report: tables, rounds.csv, figures and the offline dvc plots page over every run.
+"""Stage report: tables, rounds.csv, figures, a clip per round and the offline dvc
+plots page over every run.
 
 Example (what `dvc repro report` runs):
   python stages/report.py --metrics metrics --reports reports --full full \
@@ -17,6 +18,7 @@ from leod.data.sequence import load_split
 from leod.plumbing.errors import ConfigError
 from leod.plumbing.stage import parser, run
 from leod.plumbing.tracking import stage_run
+from leod.report.clips import ClipInputs
 from leod.report.document import write_report
 from leod.report.frames import FrameInputs
 from leod.report.plots_page import PAGE_NAME, write_plots_page
@@ -31,7 +33,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
     pseudo = args.pseudo or (str(Path(args.pseudo_root) / last / "labels.npz") if len(runs) > 1 else None)
     predictions = args.predictions or str(Path(args.reports) / last / "test_predictions.npz")
     rows = collect_rows(args.metrics, args.reports, runs, args.full)
-    classes, frames = None, None
+    classes, frames, clips = None, None, None
     if args.data:
         if not args.split:
             raise ConfigError("report: --data needs --split (which train frames had their labels withheld)")
@@ -44,8 +46,12 @@ def body(args: argparse.Namespace, params: Params) -> None:
             score=args.score,
             min_time_us=params.preset.evaluation.skip_first_us,
         )
+        rounds = [r for r in runs[1:] if r != args.full]
+        clips = ClipInputs(
+            Path(args.data), Path(args.pseudo_root), rounds, params.preset.evaluation.skip_first_us
+        )
     with stage_run("report", {"runs": " ".join(runs), "full": args.full}, params.tracking.experiment) as tr:
-        written = write_report(args.out, rows, classes, frames)
+        written = write_report(args.out, rows, classes, frames, clips)
         write_plots_page(Path(args.out) / PAGE_NAME)
         for path in written:
             tr.log_artifact(path, "report")

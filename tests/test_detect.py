@@ -19,6 +19,7 @@ from leod.events.dat import write_dat
 from leod.events.types import Events
 from leod.labels.boxes import EVALUATOR_DTYPE
 from leod.model.detector import RecurrentDetector
+from leod.plumbing.cli import main
 from leod.training.model_files import load_model, save_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,3 +136,84 @@ def test_detect_memory_does_not_grow_with_length(tmp_path):
         args = ("detect", tmp_path / "rec.dat", "--model", model_dir, "--out", tmp_path / "b.npy")
         peaks.append(_peak_rss_mb(*args, "--window-ms", 500, "--no-progress"))
     assert abs(peaks[1] - peaks[0]) < 0.1 * peaks[0], peaks
+
+
+@pytest.fixture(scope="module")
+def small_recording(tmp_path_factory) -> Path:
+    """0.3 s of random events (20k ev/s) on a 128x96 sensor, as DAT: 5 whole windows of 50 ms."""
+    rng = np.random.default_rng(1)
+    n = 6_000
+    t = np.sort(rng.integers(0, 300_000, n)).astype(np.int64)
+    xy = (rng.integers(0, 128, n).astype(np.uint16), rng.integers(0, 96, n).astype(np.uint16))
+    path = tmp_path_factory.mktemp("rec") / "small.dat"
+    write_dat(path, Events(t, *xy, rng.integers(0, 2, n).astype(np.uint8)), 96, 128)
+    return path
+
+
+#: Runs the CLI with imageio-ffmpeg made unimportable, as on a machine without it.
+NO_FFMPEG = (
+    "import sys\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] == 'imageio_ffmpeg':\n"
+    "            raise ModuleNotFoundError(name)\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "from leod.plumbing.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def _read_video(path: Path) -> tuple[tuple[int, int], list[np.ndarray]]:
+    """(width, height) and the RGB frames of an MP4 or GIF."""
+    if path.suffix == ".mp4":
+        import imageio_ffmpeg
+
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        w, h = meta["size"]
+        return (w, h), [np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader]
+    from PIL import Image, ImageSequence
+
+    with Image.open(path) as gif:
+        return gif.size, [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+
+
+@pytest.mark.parametrize("ffmpeg", [True, False], ids=["mp4", "gif-fallback"])
+def test_detect_video_has_a_frame_per_window_and_keeps_the_boxes(
+    model_dir, small_recording, tmp_path, ffmpeg
+):
+    args = ["detect", str(small_recording), "--model", str(model_dir), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "plain.npy")]) == 0
+    out = ["--out", str(tmp_path / "b.npy"), "--video", str(tmp_path / "v.mp4")]
+    if ffmpeg:
+        assert main([*args, *out]) == 0
+    else:  # a fresh interpreter where imageio-ffmpeg cannot be imported
+        done = subprocess.run([sys.executable, "-c", NO_FFMPEG, *args, *out], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert f"wrote {tmp_path / 'v.gif'} (imageio-ffmpeg missing: GIF)" in done.stdout
+    video = tmp_path / ("v.mp4" if ffmpeg else "v.gif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["plain.npy", "b.npy", video.name])
+    boxes = np.load(tmp_path / "b.npy")
+    assert np.array_equal(boxes, np.load(tmp_path / "plain.npy")) and len(boxes) > 0  # video changes nothing
+    (width, height), frames = _read_video(video)
+    windows, _ = _expected_windows(small_recording, 50_000)
+    assert len(frames) == windows == len(np.unique(boxes["t"])) == 5
+    assert (width, height) == (384, 302)  # 128x96 zoomed 3x, under a 14-pixel title bar
+    red = [(f[..., 0] > 180) & (f[..., 1] < 60) & (f[..., 2] < 60) for f in frames]
+    assert all(r.sum() > 50 for r in red)  # box outlines in the prediction colour on every frame
+
+
+@pytest.mark.parametrize(
+    ("video", "reason"),
+    [("sub/v.mp4", "is not a writable folder"), ("v.avi", "a video file ends in .mp4 or .gif")],
+)
+def test_detect_bad_video_path_fails_before_any_work(model_dir, small_recording, tmp_path, video, reason):
+    (tmp_path / "sub").write_text("a file where a folder is needed")
+    target = tmp_path / video
+    done = _cli(
+        "detect", small_recording, "--model", model_dir, "--out", tmp_path / "b.npy", "--video", target
+    )
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(target) in last and reason in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]  # no boxes, no video, no temporary

@@ -40,6 +40,8 @@ def test_tiny_chain_with_one_gated_round(tmp_path: Path) -> None:
         assert "AP" in json.loads((work / "metrics" / f"test_{name}.json").read_text())
     assert (work / "reports" / "report.md").is_file()
     assert "gated" in (work / "reports" / "report.md").read_text()
+    assert "![r1](clips/r1.gif)" in (work / "reports" / "report.md").read_text()
+    assert sorted(p.name for p in (work / "reports" / "clips").iterdir()) == ["r1.gif"]
 
     again = sh([sys.executable, "-m", "dvc", "repro"], work, env)
     assert "Data and pipelines are up to date" in again.stdout

@@ -15,18 +15,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from PIL import Image, ImageSequence
 
-from leod.data.layout import Manifest
-from leod.data.sequence import Split
+from leod.data.layout import Manifest, load_manifest
+from leod.data.sequence import SequenceData, Split
 from leod.labels.boxes import empty_boxes
 from leod.plumbing.atomic import save_npy, save_npz, write_text
 from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels, load_pseudo_labels, save_pseudo_labels
+from leod.report.clips import ClipInputs, clip_span
 from leod.report.document import render_markdown, write_report
 from leod.report.figures import plot_frames
-from leod.report.frames import FrameExample, FrameInputs, histogram_to_rgb, load_predictions, select_examples
+from leod.report.frames import FrameExample, FrameInputs, load_predictions, select_examples
 from leod.report.rows import collect_rows, gap_closed, read_metrics, read_pr_curve, read_train_metrics
 from leod.report.tables import rounds_csv
+from leod.visual.clip import ClipRange
+from leod.visual.draw import TITLE_HEIGHT, histogram_to_rgb, zoom_for
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ["car", "ped"]
@@ -326,6 +330,37 @@ def test_frames_figure_and_missing_overlays(tmp_path: Path) -> None:
     assert "![frames](frames.png)" in md
     assert f"`{tmp_path / 'no_pseudo.npz'}` not found: example frames show no pseudo labels" in md
     assert f"`{tmp_path / 'no_preds.npz'}` not found: example frames show no predictions" in md
+
+
+def test_round_clips_show_gt_beside_each_rounds_pseudo_labels(tmp_path: Path) -> None:
+    """One GIF per round with pseudo labels (of the train sequence with the most GT in its
+    clip: tr_a and tr_b tie, tr_a first), a note for a round without; a clip starts at
+    min_time_us, earlier when fewer frames follow (here the whole 8-frame sequence)."""
+    times = 50_000 * (np.arange(T, dtype=np.int64) + 1)
+    make_dataset(tmp_path / "data", False)
+    boxes = [gt_boxes(1, times[r], False)[:1] for r in LABEL_REPR]
+    labels = {"tr_a": SequenceLabels.from_frames(LABEL_REPR, boxes)}
+    labels["tr_a"].labels["x"] = 10
+    (tmp_path / "pseudo" / "r1").mkdir(parents=True)
+    save_pseudo_labels(tmp_path / "pseudo" / "r1" / "labels.npz", labels)
+    clips = ClipInputs(tmp_path / "data", tmp_path / "pseudo", ["r1", "r2"], min_time_us=int(times[2]))
+    rows = collect_rows(tmp_path / "m", tmp_path / "r", ["r0", "r1", "r2"], None)
+    written = write_report(tmp_path / "out", rows, CLASSES, None, clips)
+    assert tmp_path / "out" / "clips" / "r1.gif" in written
+    assert sorted(p.name for p in (tmp_path / "out" / "clips").iterdir()) == ["r1.gif"]
+    md = written[0].read_text()
+    assert "![r1](clips/r1.gif)" in md and "Round r1: tr_a from 0.05 to 0.40 s" in md
+    assert f"`{tmp_path / 'pseudo' / 'r2' / 'labels.npz'}` not found: no clip of round r2" in md
+    with Image.open(tmp_path / "out" / "clips" / "r1.gif") as gif:
+        frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+    assert len(frames) == T
+    zoom = zoom_for(W, 256)
+    right = frames[3][TITLE_HEIGHT:, W * zoom + 4 :]  # frame 3 (label frame 1): its pseudo box
+    blue = (right[..., 2] > 150) & (right[..., 0] < 80)
+    assert blue.any() and not blue[:, : 10 * zoom - 1].any()  # drawn from x = 10, not before
+    seq = SequenceData(load_manifest(tmp_path / "data").sequence(tmp_path / "data", "train", "tr_a"))
+    assert clip_span(seq, int(times[2]), frames=3) == ClipRange(2, 3)
+    assert clip_span(seq, int(times[6]), frames=3) == ClipRange(5, 3)  # 3 frames still to come
 
 
 def test_plot_frames_draws_given_arrays(tmp_path: Path) -> None:

@@ -50,11 +50,12 @@ def _runs(root: Path) -> list:
 
 
 def _cached_outputs(root: Path) -> list[str]:
-    """The outputs dvc.lock records that git does not track (metrics and reports are in git)."""
+    """The outputs dvc.lock records that git does not track (metrics and reports are in git,
+    a folder such as reports/clips by its files)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     tracked = set(git(root, "ls-files").splitlines())
     outs = {out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
-    return sorted(outs - tracked)
+    return sorted(o for o in outs - tracked if not any(t.startswith(f"{o}/") for t in tracked))
 
 
 def _lower(creds: dict[str, str]) -> dict[str, str]:

@@ -7,6 +7,10 @@ model, whose LSTM state is carried from window to window. Chunks are also split 
 block never holds more than ``max_block_windows`` histograms, which bounds memory by one
 chunk plus one block however long (or sparse) the recording is. Boxes come out in sensor
 pixels in the Prophesee evaluator dtype, stamped with the end time of their window.
+
+To reproduce a preprocessed dataset's frames exactly (its grid runs through the first label
+frame), start the windows where its first frame begins: ``start_us`` = first frame end -
+window (``--start-ms`` on the command line).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import ctypes
 import ctypes.util
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +101,19 @@ def check_input_size(path: Path, info: dict, height: int, width: int) -> None:
         )
 
 
+#: Called once per window with its end time, its histogram ``(2*nbins, H, W)`` and its boxes
+#: (BOX_DTYPE in histogram pixels, i.e. halved with ``half_resolution``), e.g. to draw a video.
+FrameHook = Callable[[int, np.ndarray, np.ndarray], None]
+
+
 @torch.inference_mode()
 def detect_recording(
-    path: Path, model: RecurrentDetector, info: dict, opts: DetectOptions, progress: bool = True
+    path: Path,
+    model: RecurrentDetector,
+    info: dict,
+    opts: DetectOptions,
+    progress: bool = True,
+    on_frame: FrameHook | None = None,
 ) -> DetectResult:
     """Detections of every window of ``path`` (see module doc)."""
     path = Path(path)
@@ -144,7 +158,10 @@ def detect_recording(
             for k in range(len(ends)):
                 preds, states = model.forward_step(x[k : k + 1].float(), states)
                 det = model.predict(preds, opts.conf_threshold, opts.nms_iou)[0]
-                parts.append(to_sensor_pixels(det.to_box_array(int(ends[k])), opts.half_resolution))
+                boxes = det.to_box_array(int(ends[k]))
+                parts.append(to_sensor_pixels(boxes, opts.half_resolution))
+                if on_frame is not None:
+                    on_frame(int(ends[k]), hists[k], boxes)
             frames += len(ends)
             bar.update(len(ends))
             elapsed = max(time.perf_counter() - began, 1e-9)

@@ -20,9 +20,14 @@
 ``export --model DIR --format onnx --out model.onnx [--raw]``
     One recurrent step as ONNX, LSTM states as inputs/outputs (see :mod:`leod.export.onnx`).
 
-``detect RECORDING --model DIR --out boxes.npy``
+``detect RECORDING --model DIR --out boxes.npy [--video out.mp4]``
     Stream a DAT/EVT2/EVT3/HDF5 recording through a model in bounded memory; boxes in sensor
-    pixels in the Prophesee evaluator dtype (see :mod:`leod.detect.recording`).
+    pixels in the Prophesee evaluator dtype (see :mod:`leod.detect.recording`); optionally a
+    video of the windows with their boxes (see :mod:`leod.visual.video`).
+
+``visualize --data DIR --sequence NAME --out clip.mp4 [--pseudo labels.npz] [--model DIR]``
+    A dataset sequence with ground truth, a round's pseudo labels and a model's predictions
+    side by side (see :mod:`leod.visual.clip`).
 
 Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
 its results. Errors are one ``error:`` line and exit status 2, as for the stages.
@@ -31,6 +36,7 @@ its results. Errors are one ``error:`` line and exit status 2, as for the stages
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -117,6 +123,7 @@ they produced and move models in and out of it.
   import-rvt  a published RVT/LEOD checkpoint as a model folder every stage accepts
   export      a model folder as ONNX (one recurrent step, LSTM states as inputs/outputs)
   detect      run a model over any event recording (DAT, EVT 2.0/3.0 RAW, HDF5)
+  visualize   a dataset sequence: GT | pseudo labels | predictions side by side (video)
 
 Examples:
   python -m leod compare                       # the workspace's metrics/
@@ -124,9 +131,11 @@ Examples:
   python -m leod compare my-exp                # a DVC experiment (dvc exp show lists them)
   python -m leod register --alias champion     # the last round's model
   python -m leod ui                            # then open the printed address
-  python -m leod import-rvt rvt-t.ckpt --out models/rvt-t --preset tiny --dataset gen1
   python -m leod export --model models/r2 --out r2.onnx
-  python -m leod detect recording.raw --model models/r2 --out boxes.npy
+  python -m leod detect recording.raw --model models/r2 --out boxes.npy --video boxes.mp4
+  python -m leod visualize --sequence synth_train_0003 --pseudo pseudo/r1/labels.npz \\
+      --model models/r1 --out r1.mp4
+  python -m leod import-rvt rvt-t.ckpt --out models/imported/rvt-t-gen1 --preset tiny --dataset gen1
 
 'python -m leod COMMAND --help' describes each command.
 
@@ -165,9 +174,13 @@ def cmd_detect(args: argparse.Namespace) -> None:
     import torch
 
     from leod.detect.recording import DetectOptions, detect_recording, fix_malloc_mmap_threshold
-    from leod.plumbing.atomic import save_npy
+    from leod.plumbing.atomic import check_writable, save_npy
     from leod.training.model_files import load_model
+    from leod.visual.clip import DetectionFrames
+    from leod.visual.video import video_target, video_writer
 
+    video = video_target(args.video) if args.video else None  # outputs are checked before any work
+    check_writable(args.out)
     fix_malloc_mmap_threshold()
     model, info = load_model(Path(args.model))
     model = model.to(torch.device(args.device))
@@ -182,10 +195,55 @@ def cmd_detect(args: argparse.Namespace) -> None:
         height=args.height,
         width=args.width,
     )
-    done = detect_recording(Path(args.recording), model, info, opts, progress=not args.no_progress)
-    save_npy(args.out, done.boxes)
+    recording = Path(args.recording)
+    with contextlib.ExitStack() as stack:
+        hook = None
+        if video is not None:
+            writer = stack.enter_context(video_writer(video, fps=1000 / (args.step_ms or args.window_ms)))
+            classes = info.get("classes") or []
+            hook = DetectionFrames(writer, classes, recording.name)
+        done = detect_recording(recording, model, info, opts, progress=not args.no_progress, on_frame=hook)
+    save_npy(args.out, done.boxes)  # after the video is complete: a failed video leaves neither
     rate = f"{done.events / done.seconds:,.0f} events/s, {done.frames / done.seconds:.1f} frames/s"
     print(f"wrote {args.out}: {len(done.boxes)} boxes in {done.frames} windows ({rate})")
+    if video is not None:
+        print(
+            f"wrote {video}"
+            + ("" if video.suffix == Path(args.video).suffix else " (imageio-ffmpeg missing: GIF)")
+        )
+
+
+VISUALIZE_HELP = """\
+A dataset sequence as a video: ground truth (green), a round's pseudo labels (blue; thin:
+ignore regions) and a model's predictions (red), side by side, one frame per window.
+
+Example:
+  python -m leod visualize --data data/preprocessed --sequence synth_train_0003 \\
+      --pseudo pseudo/r1/labels.npz --model models/r1 --out r1.mp4
+
+Pseudo labels cover the train split only; without --pseudo and --model only the ground truth
+is drawn. The model runs from the sequence's first frame so its state is as in evaluation.
+"""
+
+
+def cmd_visualize(args: argparse.Namespace) -> None:
+    from leod.visual.clip import ClipRange, render_clip
+    from leod.visual.video import video_target
+
+    out = video_target(args.out)
+    span = ClipRange(args.start, args.frames)
+    data = Path(args.data)
+    overlay = None
+    if args.model:
+        from leod.visual.predictions import model_overlay
+
+        overlay = model_overlay(Path(args.model), data, args.sequence, span, args.score, args.device)
+    pseudo = Path(args.pseudo) if args.pseudo else None
+    n = render_clip(data, args.sequence, out, span, pseudo, overlay)
+    print(
+        f"wrote {out}: {n} frames of {args.sequence}"
+        + ("" if out.suffix == Path(args.out).suffix else " (GIF)")
+    )
 
 
 _COMPARE_HELP = """\
@@ -214,7 +272,6 @@ Turn a published RVT or LEOD Lightning checkpoint (keys 'mdl.*') into a model fo
 tensors and plain containers are rebuilt, any other pickled object becomes inert.
 
 Example:
-  python -m leod import-rvt rvt-t.ckpt --out models/rvt-t --preset tiny --dataset gen1
 """
 
 _EXPORT_HELP = """\
@@ -336,6 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--width", type=int, help="sensor width, for files that do not state it")
     d.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1 ...)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d.add_argument(
+        "--video",
+        help="also write the windows with their boxes as a video (.mp4; .gif without imageio-ffmpeg)",
+    )
     d.set_defaults(func=cmd_detect)
 
     u = sub.add_parser(
@@ -350,6 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of --params)")
     u.add_argument("--params", default="params.yaml", help="params file naming the experiment")
     u.set_defaults(func=cmd_ui)
+
+    v = sub.add_parser(
+        "visualize",
+        help="a dataset sequence with GT, pseudo labels and predictions side by side (video)",
+        description=VISUALIZE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    v.add_argument("--data", default="data/preprocessed", help="preprocessed dataset folder")
+    v.add_argument("--sequence", required=True, help="sequence name (any split), e.g. synth_train_0003")
+    v.add_argument("--out", required=True, help="video to write (.mp4; .gif without imageio-ffmpeg)")
+    v.add_argument("--pseudo", help="a round's pseudo labels to draw, e.g. pseudo/r1/labels.npz")
+    v.add_argument("--model", help="model folder whose predictions to draw, e.g. models/r1")
+    v.add_argument("--start", type=int, default=0, help="first frame drawn (default 0)")
+    v.add_argument("--frames", type=int, default=40, help="frames drawn (default 40)")
+    v.add_argument("--score", type=float, default=0.3, help="draw predictions with obj*cls >= this")
+    v.add_argument("--device", default="cpu", help="torch device for --model")
+    v.set_defaults(func=cmd_visualize)
     return p
 
 

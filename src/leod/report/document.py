@@ -9,6 +9,7 @@ from pathlib import Path
 from leod.evaluation.prophesee import METRIC_NAMES
 from leod.plumbing.atomic import write_text
 from leod.pseudo.store import load_pseudo_labels
+from leod.report.clips import ClipInputs, write_round_clips
 from leod.report.figures import plot_ap, plot_frames, plot_pr
 from leod.report.frames import FrameInputs, load_predictions, select_examples
 from leod.report.rows import RunRow
@@ -99,9 +100,11 @@ def write_report(
     rows: Sequence[RunRow],
     classes: Sequence[str] | None = None,
     frames: FrameInputs | None = None,
+    clips: ClipInputs | None = None,
 ) -> list[Path]:
     """Write report.md, rounds.csv, ap_per_round.png, pseudo_pr.png (and frames.png when
-    ``frames`` is given) into ``out_dir``; returns the files written, report.md first."""
+    ``frames`` is given, clips/<round>.gif with ``clips``) into ``out_dir``; returns the files
+    written, report.md first."""
     out = Path(out_dir)
     plot_ap(rows, out / AP_FIGURE)
     plot_pr(rows, out / PR_FIGURE)
@@ -114,6 +117,10 @@ def write_report(
     if frames is not None:
         notes = _frame_figure(frames, out / FRAMES_FIGURE)
         figures[FRAMES_FIGURE] = frames.caption()
+    if clips is not None:
+        clip_figures, clip_notes = write_round_clips(clips, out)
+        figures.update(clip_figures)
+        notes += clip_notes
     write_text(out / "rounds.csv", rounds_csv(rows))
     write_text(out / "report.md", render_markdown(rows, figures, classes, notes))
     return [out / "report.md", out / "rounds.csv", *(out / f for f in figures)]

@@ -14,6 +14,7 @@ from leod.data.sequence import SequenceData, Split
 from leod.labels.boxes import BOX_DTYPE, fold_ignore_class, to_representation_pixels, validate_boxes
 from leod.plumbing.errors import DataFormatError
 from leod.pseudo.store import SequenceLabels
+from leod.visual.draw import histogram_to_rgb
 
 
 @dataclass(frozen=True)
@@ -25,26 +26,6 @@ class FrameExample:
     gt: np.ndarray  # BOX_DTYPE
     pseudo: np.ndarray | None = None  # None: not shown (test frame or no pseudo labels)
     pred: np.ndarray | None = None  # None: not shown (train frame or no predictions)
-
-
-def histogram_to_rgb(frame: np.ndarray) -> np.ndarray:
-    """A stacked histogram ``(2*nbins, H, W)`` as an RGB image: white, ON events red, OFF blue.
-
-    Counts are summed over time bins and divided by the 99th percentile of the non-zero
-    counts, so one hot pixel does not make every other event invisible.
-    """
-    if frame.ndim != 3 or frame.shape[0] % 2:
-        raise DataFormatError(f"event frame has shape {frame.shape}, expected (2*nbins, H, W)")
-    nbins = frame.shape[0] // 2
-    off = frame[:nbins].sum(axis=0, dtype=np.float64)  # polarity 0 first, as RVT stacks them
-    on = frame[nbins:].sum(axis=0, dtype=np.float64)
-    counts = np.concatenate([on[on > 0], off[off > 0]])
-    scale = float(np.percentile(counts, 99)) if counts.size else 1.0
-    on, off = np.clip(on / scale, 0, 1), np.clip(off / scale, 0, 1)
-    rgb = np.ones((*on.shape, 3))
-    rgb -= on[..., None] * np.array([0.0, 1.0, 1.0])  # leaves red
-    rgb -= off[..., None] * np.array([1.0, 1.0, 0.0])  # leaves blue
-    return np.clip(rgb, 0, 1)
 
 
 def load_predictions(path: Path) -> dict[str, np.ndarray] | None:
@@ -79,7 +60,7 @@ def _best_frame(seq: SequenceData, candidates: np.ndarray) -> int | None:
     return int(candidates[np.flatnonzero(counts == counts.max())[-1]])
 
 
-def _pseudo_at(labels: SequenceLabels | None, repr_idx: int, downsample: bool) -> np.ndarray:
+def pseudo_at(labels: SequenceLabels | None, repr_idx: int, downsample: bool) -> np.ndarray:
     """A sequence's pseudo labels at one repr frame, in representation pixels."""
     if labels is None:
         return np.zeros(0, BOX_DTYPE)
@@ -142,7 +123,7 @@ def select_examples(
             r = int(seq.label_repr[f])
             image = histogram_to_rgb(seq.read_frames(r, r + 1)[0])
             if split_name == "train":
-                shown = None if pseudo is None else _pseudo_at(pseudo.get(name), r, manifest.downsample)
+                shown = None if pseudo is None else pseudo_at(pseudo.get(name), r, manifest.downsample)
                 out.append(
                     FrameExample(_frame_title("train", seq, f, ", GT withheld"), image, seq.boxes(r), shown)
                 )

@@ -1,0 +1,1 @@
+"""Pictures of event data: frames with boxes (:mod:`.draw`) and videos of them (:mod:`.video`)."""
