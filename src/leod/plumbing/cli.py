@@ -269,9 +269,11 @@ Example:
 _IMPORT_HELP = """\
 Turn a published RVT or LEOD Lightning checkpoint (keys 'mdl.*') into a model folder
 (model.pt + model.json) that every stage and command accepts. Nothing in the file is run:
-tensors and plain containers are rebuilt, any other pickled object becomes inert.
+tensors and plain containers are rebuilt, any other pickled object becomes inert. Put it under models/imported/ to use it as
+selftrain.teacher or train.init_from (docs/teacher.md).
 
 Example:
+  python -m leod import-rvt rvt-t.ckpt --out models/imported/rvt-t-gen1 --preset tiny --dataset gen1
 """
 
 _EXPORT_HELP = """\
