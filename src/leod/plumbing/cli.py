@@ -1,36 +1,9 @@
 """``python -m leod`` (or ``leod``): commands that work on what the pipeline produced.
 
-``compare [SOURCE ...]``
-    The round table (test AP, pseudo precision/recall, gap closed) of the workspace, of git
-    revisions or of DVC experiments, read from metrics/ only (see :mod:`leod.plumbing.compare`).
-``register [--model DIR] [--name NAME] [--alias ALIAS]``
-    Publish a model folder to the MLflow registry, load it back and check it predicts
-    exactly what the pipeline's own inference predicts with the folder's model, and only
-    then point the alias at it (see :mod:`leod.plumbing.registry`).
-
-``ui [--port PORT]``
-    Start MLflow's UI on the project's store and print the address of the runs table
-    (MLflow 3 opens an experiment on its GenAI traces view otherwise; see
-    :func:`leod.plumbing.mlflow_store.runs_url`).
-
-``import-rvt CKPT --out DIR --preset tiny|small|base --dataset gen1|gen4``
-    A published RVT or LEOD Lightning checkpoint as a model folder (see
-    :mod:`leod.interop.rvt_import`); nothing in the file is executed.
-
-``export --model DIR --format onnx --out model.onnx [--raw]``
-    One recurrent step as ONNX, LSTM states as inputs/outputs (see :mod:`leod.export.onnx`).
-
-``detect RECORDING --model DIR --out boxes.npy [--video out.mp4]``
-    Stream a DAT/EVT2/EVT3/HDF5 recording through a model in bounded memory; boxes in sensor
-    pixels in the Prophesee evaluator dtype (see :mod:`leod.detect.recording`); optionally a
-    video of the windows with their boxes (see :mod:`leod.visual.video`).
-
-``visualize --data DIR --sequence NAME --out clip.mp4 [--pseudo labels.npz] [--model DIR]``
-    A dataset sequence with ground truth, a round's pseudo labels and a model's predictions
-    side by side (see :mod:`leod.visual.clip`).
-
-Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
-its results. Errors are one ``error:`` line and exit status 2, as for the stages.
+compare, register, ui, import-rvt, export, detect and visualize; each command's help text
+below says what it does. Pipeline stages live in ``stages/`` and run through ``dvc repro``;
+these commands only read their results. Errors are one ``error:`` line and exit status 2,
+as for the stages.
 """
 
 from __future__ import annotations
@@ -269,8 +242,8 @@ Example:
 _IMPORT_HELP = """\
 Turn a published RVT or LEOD Lightning checkpoint (keys 'mdl.*') into a model folder
 (model.pt + model.json) that every stage and command accepts. Nothing in the file is run:
-tensors and plain containers are rebuilt, any other pickled object becomes inert. Put it under models/imported/ to use it as
-selftrain.teacher or train.init_from (docs/teacher.md).
+tensors and plain containers are rebuilt, any other pickled object becomes inert. Put it
+under models/imported/ to use it as selftrain.teacher or train.init_from (docs/teacher.md).
 
 Example:
   python -m leod import-rvt rvt-t.ckpt --out models/imported/rvt-t-gen1 --preset tiny --dataset gen1
