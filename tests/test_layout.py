@@ -1,17 +1,23 @@
-"""The shape of the code: no import cycle inside src/leod, no module over 450 lines, and a
-params loader that stays cheap (importing it loads no torch, h5py, numba or matplotlib)."""
+"""The shape of the code: no import cycle inside src/leod, no module over 450 lines, short
+module docstrings, and a params loader that stays cheap (importing it loads no torch, h5py,
+numba or matplotlib)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from import_graph import REPO, SRC, find_cycle, module_graph
 
 MAX_LINES = 450
+MAX_DOC_LINES = 8  # a module docstring says what and why; details go beside the code
+# shortened by the engineer editing it; strict: the test fails once it passes, so drop it then
+_LONG_DOC_PENDING = {"src/leod/pseudo/label.py"}
 HEAVY = ("torch", "h5py", "numba", "matplotlib")
 
 
@@ -41,6 +47,39 @@ def test_no_module_is_longer_than_450_lines() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines (split them by idea): {long}"
+
+
+def module_doc_lines(source: str) -> int:
+    """Lines of a module's docstring (0 without one), blank lines inside it included."""
+    doc = ast.get_docstring(ast.parse(source), clean=False)
+    return len(doc.strip().splitlines()) if doc else 0
+
+
+def test_module_doc_lines_counts_the_docstring() -> None:
+    assert module_doc_lines("x = 1\n") == 0
+    assert module_doc_lines('"""One line."""\n') == 1
+    assert module_doc_lines('"""Title.\n\nMore\nand more.\n"""\nimport os\n') == 4
+
+
+_MODULES = sorted((SRC / "leod").rglob("*.py"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="docstring being shortened elsewhere"))
+        if p.relative_to(REPO).as_posix() in _LONG_DOC_PENDING
+        else p
+        for p in _MODULES
+    ],
+    ids=[p.relative_to(SRC / "leod").as_posix() for p in _MODULES],
+)
+def test_module_docstring_is_short(path: Path) -> None:
+    n = module_doc_lines(path.read_text())
+    assert n <= MAX_DOC_LINES, (
+        f"{path.relative_to(REPO)}: module docstring of {n} lines (at most {MAX_DOC_LINES}: what and "
+        "why; move details to a comment or docstring at the code they describe)"
+    )
 
 
 def _modules_loaded_by(code: str) -> list[str]:

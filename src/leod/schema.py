@@ -1,13 +1,9 @@
 """The validator behind every params section: typed dataclasses built from plain YAML data.
 
-:func:`from_dict` checks types from the annotations, ranges from ``field(metadata=rng(...))``
-(``ge``, ``gt``, ``le``, ``lt``) and rejects unknown keys, always naming the dotted key.
-Every field is required in params.yaml, defaults or not (deleting a key must not silently
-change the experiment), except fields marked ``optional(...)``: overrides whose absence
-means "no override" and constants that params.yaml does not list. Defaults exist so code
-and tests can build a config directly; a test keeps them equal to params.yaml.
-Cross-field rules live in each dataclass's ``check(key)`` method. Domain modules declare
-their own section dataclasses with these helpers; :mod:`leod.config` assembles them.
+:func:`from_dict` checks types from the annotations and ranges from
+``field(metadata=rng(...))``, rejects unknown keys, and always names the dotted key.
+Domain modules declare their own section dataclasses with these helpers;
+:mod:`leod.config` assembles them.
 """
 
 from __future__ import annotations
@@ -109,7 +105,14 @@ def _convert(hint: Any, value: Any, key: str, meta: typing.Mapping[str, Any]) ->
 
 
 def from_dict(cls: type[T], data: Any, key: str = "") -> T:
-    """Build the dataclass ``cls`` from a mapping, validating every field (see module doc)."""
+    """Build the dataclass ``cls`` from a mapping, validating every field.
+
+    Every field is required in params.yaml, defaults or not (deleting a key must not
+    silently change the experiment), except fields marked ``optional(...)``: overrides
+    whose absence means "no override" and constants that params.yaml does not list.
+    Defaults exist so code and tests can build a config directly; a test keeps them equal
+    to params.yaml. Cross-field rules live in each dataclass's ``check(key)`` method.
+    """
     where = f"'{key}'" if key else "the top level"
     if not isinstance(data, dict):
         raise ConfigError(f"params section {where} must be a mapping, got {type(data).__name__}")

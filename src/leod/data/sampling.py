@@ -1,23 +1,9 @@
-"""Which frames go into which batch slot: streaming, random access, mixed, and inference.
+"""Which frames go into which batch slot: streaming, random access, mixed (the batch split
+between the two as RVT does), and inference.
 
 Samplers only plan (cheap, in the main process, deterministic from a seed); loading the
 planned frames happens in :mod:`leod.data.loader`, possibly in DataLoader workers. Since
 batches arrive in plan order, one recurrent state per batch slot is all the trainer keeps.
-
-* Streaming: slot b walks through a queue of stretches (shared by the streaming slots,
-  reshuffled per epoch), L frames per batch, so the next batch continues where this one
-  ended; ``is_first`` is set when a slot begins a new stretch. A stretch is RVT's
-  "guaranteed labels" range: from L-1 frames before a label frame to the last label frame,
-  split where two label frames lie more than L frames apart; stretches without a kept
-  frame are skipped. The last chunk of a stretch is padded at the end (RVT pads and
-  masks; shortening would desynchronise the slots); the next chunk of that slot always
-  starts a new stretch, so padding never leaks into a carried state.
-* Random access: L frames ending at a kept label frame, state fresh (``is_first``). A kept
-  frame with fewer than L frames of history is padded at the front rather than dropped
-  (RVT drops it), so that sparse splits lose no labels.
-* Mixed: the batch is split between the two as RVT does (e.g. 8 slots, weights 1/1: 4
-  streaming then 4 random).
-* Inference: every frame of every sequence once, in order (or reversed), no augmentation.
 """
 
 from __future__ import annotations
@@ -71,7 +57,12 @@ class BatchPlan:
 
 
 def stream_stretches(seq: SequenceData, length: int) -> list[tuple[int, int]]:
-    """The ``[start, stop)`` repr ranges of ``seq`` that streaming walks (see module doc)."""
+    """The ``[start, stop)`` repr ranges of ``seq`` that streaming walks.
+
+    RVT's "guaranteed labels" range: from L-1 frames before a label frame to the last label
+    frame, split where two label frames lie more than L frames apart; stretches without a
+    kept frame are skipped.
+    """
     idx = seq.label_repr
     if len(idx) == 0:
         return []
@@ -113,7 +104,10 @@ class _Stream:
 class TrainSampler:
     """Endless, seeded plans of training batches: ``n_stream`` streaming slots, then random ones.
 
-    Each ``iter()`` restarts from the seed, so two loaders over one sampler agree.
+    A streaming slot walks through a queue of stretches (shared by the streaming slots,
+    reshuffled per epoch), L frames per batch, so the next batch continues where this one
+    ended. A random slot takes L frames ending at a kept label frame, state fresh. Each
+    ``iter()`` restarts from the seed, so two loaders over one sampler agree.
     """
 
     def __init__(self, sequences: Sequence[SequenceData], cfg: DataConfig, seed: int) -> None:
@@ -131,6 +125,8 @@ class TrainSampler:
     def _random_spec(self, item: tuple[int, int], gen: np.random.Generator) -> SampleSpec:
         i, end = item
         seq = self.sequences[i]
+        # fewer than L frames of history: padded at the front (RVT drops it), so that
+        # sparse splits lose no labels
         start = max(end - self.cfg.sequence_length + 1, 0)
         focus = None
         for r in range(end, start - 1, -1):
@@ -156,6 +152,9 @@ class TrainSampler:
                     slot.seq, slot.pos, slot.stop = stretches.next()
                     hw = self.sequences[slot.seq].frame_shape[1:]
                     slot.aug = draw_augmentation(stream_gen, self.cfg.augment_stream, hw, None)
+                # a stretch's last chunk is padded at the end (RVT pads and masks; shortening
+                # would desynchronise the slots); the slot's next chunk starts a new stretch,
+                # so padding never leaks into a carried state
                 specs.append(
                     SampleSpec(
                         slot.seq, slot.pos, min(slot.pos + length, slot.stop), is_first=first, aug=slot.aug

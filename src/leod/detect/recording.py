@@ -1,16 +1,10 @@
 """Stream a recording of any length through a model: chunks -> histograms -> recurrent steps.
 
-Events are read in chunks (:mod:`leod.events`), cut into windows and turned into RVT stacked
-histograms by the same streaming code the preprocessing uses
-(:func:`leod.preprocess.convert.stream_histograms`); each histogram is one step of the
-model, whose LSTM state is carried from window to window. Chunks are also split by time so a
-block never holds more than ``max_block_windows`` histograms, which bounds memory by one
-chunk plus one block however long (or sparse) the recording is. Boxes come out in sensor
+Events are read in chunks and turned into RVT stacked histograms by the streaming code the
+preprocessing uses (:func:`leod.preprocess.convert.stream_histograms`); each histogram is
+one model step, the LSTM state carried from window to window. Memory stays bounded by one
+chunk plus one block of windows however long the recording is. Boxes come out in sensor
 pixels in the Prophesee evaluator dtype, stamped with the end time of their window.
-
-To reproduce a preprocessed dataset's frames exactly (its grid runs through the first label
-frame), start the windows where its first frame begins: ``start_us`` = first frame end -
-window (``--start-ms`` on the command line).
 """
 
 from __future__ import annotations
@@ -47,12 +41,14 @@ class DetectOptions:
     conf_threshold: float | None = None
     nms_iou: float | None = None
     half_resolution: bool = False
+    # to reproduce a preprocessed dataset's frames exactly (its grid runs through the first
+    # label frame): first frame end - window (``--start-ms`` on the command line)
     start_us: int | None = None
     end_us: int | None = None
     height: int | None = None
     width: int | None = None
     chunk_events: int = 1 << 18  # events decoded per read (bounds the memory of a step)
-    max_block_windows: int = 16
+    max_block_windows: int = 16  # chunks are also split by time: at most this many windows a block
 
 
 @dataclass(frozen=True)

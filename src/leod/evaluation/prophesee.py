@@ -1,25 +1,11 @@
 """The Prophesee / RVT detection protocol: box filtering, time pairing and COCO mAP.
 
 Published Gen1 / 1Mpx numbers (RVT, LEOD) all come from the Prophesee toolbox evaluator,
-so this module follows it step by step rather than plain COCO:
-
-1. :func:`filter_boxes` drops boxes in the first ``skip_first_us`` of a recording and
-   boxes that are too small, from the ground truth **and** from the predictions (a small
-   false positive is therefore free, and a small object is never required).
-2. Every distinct ground-truth timestamp of a sequence becomes one COCO "image". Its
-   ground truth is the boxes stamped exactly at that time; its detections are all
-   predictions within ``[ts - time_tol, ts + time_tol]`` (inclusive). Times without ground
-   truth are not evaluated at all, so false positives there cost nothing.
-3. COCO ``bbox`` evaluation runs over all images with ``category_id = class_id + 1`` and
-   ``score = class_confidence``. RVT uses the class confidence alone as the COCO score;
-   objectness x class confidence only gates NMS upstream. The evaluator is
-   faster-coco-eval's C++ ``COCOeval_faster``: 3-7x faster than pycocotools (the
-   toolbox's evaluator), with the same numbers up to float64 rounding
-   (tests/test_evaluation.py pins them to pycocotools' within 1e-12).
-
-Two additions over the toolbox, both documented where they happen: ground-truth boxes
-flagged ``ignore`` are removed before evaluation (they mark regions that are neither
-objects nor background), and LEOD's per-class AP is reported beside ``stats[0:6]``.
+so this module follows it step by step rather than plain COCO: filter small and early
+boxes (:func:`filter_boxes`), make each ground-truth timestamp one COCO image
+(:func:`build_eval_frames`), run COCO ``bbox`` evaluation (:func:`evaluate_detection`).
+Two additions over the toolbox: ``ignore`` ground-truth boxes are removed first, and
+LEOD's per-class AP is reported beside ``stats[0:6]``.
 """
 
 from __future__ import annotations
@@ -55,7 +41,11 @@ def scaled_filter(filt: EvalFilter, downsample: bool) -> EvalFilter:
 
 
 def filter_boxes(boxes: np.ndarray, filt: EvalFilter) -> np.ndarray:
-    """Keep boxes with ``t > skip``, ``w^2 + h^2 >= diag^2`` and both sides ``>= side``."""
+    """Keep boxes with ``t > skip``, ``w^2 + h^2 >= diag^2`` and both sides ``>= side``.
+
+    Applied to the ground truth **and** the predictions, as the toolbox does: a small false
+    positive is therefore free, and a small object is never required.
+    """
     w = boxes["w"].astype(np.float64)
     h = boxes["h"].astype(np.float64)
     keep = (
@@ -110,9 +100,13 @@ def build_eval_frames(
     filt: EvalFilter,
     time_tol_us: int = 50_000,
 ) -> EvalFrames:
-    """Filter boxes and pair detections with ground-truth timestamps (steps 1-2 above).
+    """Filter boxes and pair detections with ground-truth timestamps.
 
-    Ground-truth boxes with ``ignore=True`` are dropped first. The detection window of a
+    Every distinct ground-truth timestamp becomes one COCO "image": its ground truth is the
+    boxes stamped exactly then, its detections all predictions within ``[ts - time_tol,
+    ts + time_tol]`` (inclusive); times without ground truth are not evaluated, so false
+    positives there cost nothing. Ground-truth boxes with ``ignore=True`` (regions that are
+    neither objects nor background) are dropped first. The detection window of a
     timestamp is found with two binary searches on the time-sorted predictions, so the
     cost is O((N + M) log M) however long the sequences are. With labels closer together
     than ``time_tol_us`` a prediction enters several images (toolbox behaviour); pass a
@@ -203,6 +197,12 @@ def evaluate_detection(
     time_tol_us: int = 50_000,
 ) -> EvalResult:
     """COCO mAP of predictions against ground truth under the Prophesee protocol.
+
+    ``category_id = class_id + 1`` and ``score = class_confidence``: RVT uses the class
+    confidence alone as the COCO score (objectness x class confidence only gates NMS
+    upstream). faster-coco-eval's C++ ``COCOeval_faster`` is 3-7x faster than pycocotools
+    (the toolbox's evaluator) with the same numbers up to float64 rounding
+    (tests/test_evaluation.py pins them within 1e-12).
 
     ``gt_list[i]`` and ``dt_list[i]`` are the time-sorted boxes of sequence ``i``;
     ``filt`` must already be scaled to the evaluation resolution (see

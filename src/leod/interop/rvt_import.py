@@ -9,7 +9,6 @@ command line (size preset, dataset) and the weights are mapped onto
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from leod.plumbing.atomic import atomic_path, write_json
 from leod.plumbing.errors import DataFormatError
 from leod.schema import to_dict
 from leod.training.model_files import BEST_WEIGHTS, MODEL_INFO
+from leod.training.recipe import file_sha256
 
 PREFIX = "mdl."
 
@@ -144,14 +144,6 @@ def read_rvt_state_dict(path: Path) -> tuple[dict[str, Tensor], dict]:
     return state, {k: v for k, v in facts.items() if isinstance(v, int | str)}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_rvt(checkpoint: Path, out_dir: Path, preset: PresetName, dataset: str) -> RecurrentDetector:
     """Write ``out_dir`` (``model.pt`` + ``model.json``) from an RVT/LEOD checkpoint."""
     checkpoint = Path(checkpoint)
@@ -165,7 +157,7 @@ def import_rvt(checkpoint: Path, out_dir: Path, preset: PresetName, dataset: str
         "input_size": list(RVT_DATASETS[dataset].input_size),
         "imported": {
             "from": checkpoint.name,
-            "sha256": _sha256(checkpoint),
+            "sha256": file_sha256(checkpoint),
             "format": "rvt-lightning",
             "dataset": dataset,
             **facts,

@@ -1,36 +1,9 @@
 """``python -m leod`` (or ``leod``): commands that work on what the pipeline produced.
 
-``compare [SOURCE ...]``
-    The round table (test AP, pseudo precision/recall, gap closed) of the workspace, of git
-    revisions or of DVC experiments, read from metrics/ only (see :mod:`leod.plumbing.compare`).
-``register [--model DIR] [--name NAME] [--alias ALIAS]``
-    Publish a model folder to the MLflow registry, load it back and check it predicts
-    exactly what the pipeline's own inference predicts with the folder's model, and only
-    then point the alias at it (see :mod:`leod.plumbing.registry`).
-
-``ui [--port PORT]``
-    Start MLflow's UI on the project's store and print the address of the runs table
-    (MLflow 3 opens an experiment on its GenAI traces view otherwise; see
-    :func:`leod.plumbing.mlflow_store.runs_url`).
-
-``import-rvt CKPT --out DIR --preset tiny|small|base --dataset gen1|gen4``
-    A published RVT or LEOD Lightning checkpoint as a model folder (see
-    :mod:`leod.interop.rvt_import`); nothing in the file is executed.
-
-``export --model DIR --format onnx --out model.onnx [--raw]``
-    One recurrent step as ONNX, LSTM states as inputs/outputs (see :mod:`leod.export.onnx`).
-
-``detect RECORDING --model DIR --out boxes.npy [--video out.mp4]``
-    Stream a DAT/EVT2/EVT3/HDF5 recording through a model in bounded memory; boxes in sensor
-    pixels in the Prophesee evaluator dtype (see :mod:`leod.detect.recording`); optionally a
-    video of the windows with their boxes (see :mod:`leod.visual.video`).
-
-``visualize --data DIR --sequence NAME --out clip.mp4 [--pseudo labels.npz] [--model DIR]``
-    A dataset sequence with ground truth, a round's pseudo labels and a model's predictions
-    side by side (see :mod:`leod.visual.clip`).
-
-Pipeline stages live in ``stages/`` and run through ``dvc repro``; these commands only read
-its results. Errors are one ``error:`` line and exit status 2, as for the stages.
+compare, register, ui, import-rvt, export, detect and visualize; each command's help text
+below says what it does. Pipeline stages live in ``stages/`` and run through ``dvc repro``;
+these commands only read their results. Errors are one ``error:`` line and exit status 2,
+as for the stages.
 """
 
 from __future__ import annotations
@@ -40,7 +13,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from leod.config import load_params
@@ -269,8 +242,8 @@ Example:
 _IMPORT_HELP = """\
 Turn a published RVT or LEOD Lightning checkpoint (keys 'mdl.*') into a model folder
 (model.pt + model.json) that every stage and command accepts. Nothing in the file is run:
-tensors and plain containers are rebuilt, any other pickled object becomes inert. Put it under models/imported/ to use it as
-selftrain.teacher or train.init_from (docs/teacher.md).
+tensors and plain containers are rebuilt, any other pickled object becomes inert. Put it
+under models/imported/ to use it as selftrain.teacher or train.init_from (docs/teacher.md).
 
 Example:
   python -m leod import-rvt rvt-t.ckpt --out models/imported/rvt-t-gen1 --preset tiny --dataset gen1
@@ -310,15 +283,27 @@ Example:
 """
 
 
+def _command(
+    sub: argparse._SubParsersAction,
+    name: str,
+    func: Callable[[argparse.Namespace], None],
+    description: str,
+    summary: str,
+) -> argparse.ArgumentParser:
+    """Subcommand ``name`` running ``func``; its ``--help`` prints ``description`` as written."""
+    c = sub.add_parser(
+        name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    c.set_defaults(func=func)
+    return c
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="leod", description=HELP, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser(
-        "compare",
-        help="round table of the workspace, commits or DVC experiments",
-        description=_COMPARE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    c = _command(
+        sub, "compare", cmd_compare, _COMPARE_HELP, "round table of the workspace, commits or DVC experiments"
     )
     c.add_argument(
         "sources", nargs="*", help="'workspace' (default), a git revision or a DVC experiment name"
@@ -328,13 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--next-steps", action="store_true", help="then print the report path and how to open MLflow"
     )
-    c.set_defaults(func=cmd_compare)
 
-    r = sub.add_parser(
-        "register",
-        help="publish a model to the MLflow registry under an alias",
-        description=_REGISTER_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    r = _command(
+        sub, "register", cmd_register, _REGISTER_HELP, "publish a model to the MLflow registry under an alias"
     )
     r.add_argument("--model", help="model folder (default: the last round of params.yaml, models/<rK>)")
     r.add_argument("--name", default=DEFAULT_NAME, help=f"registered model name (default: {DEFAULT_NAME})")
@@ -346,25 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default="data/preprocessed", help="preprocessed data (test frames for the check)"
     )
     r.add_argument("--check-frames", type=int, default=20, help="test frames compared after loading back")
-    r.set_defaults(func=cmd_register)
 
-    i = sub.add_parser(
-        "import-rvt",
-        help="an RVT/LEOD Lightning checkpoint as a model folder",
-        description=_IMPORT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    i = _command(
+        sub, "import-rvt", cmd_import_rvt, _IMPORT_HELP, "an RVT/LEOD Lightning checkpoint as a model folder"
     )
     i.add_argument("checkpoint", help="the .ckpt file (RVT or LEOD, keys 'mdl.*')")
     i.add_argument("--out", required=True, help="model folder to write (model.pt + model.json)")
     i.add_argument("--preset", required=True, choices=["tiny", "small", "base"], help="RVT-T/S/B")
     i.add_argument("--dataset", required=True, choices=["gen1", "gen4"], help="what it was trained on")
-    i.set_defaults(func=cmd_import_rvt)
 
-    e = sub.add_parser(
-        "export",
-        help="a model folder as ONNX (one recurrent step, states as I/O)",
-        description=_EXPORT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    e = _command(
+        sub, "export", cmd_export, _EXPORT_HELP, "a model folder as ONNX (one recurrent step, states as I/O)"
     )
     e.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
     e.add_argument("--format", default="onnx", choices=["onnx"], help="output format (onnx)")
@@ -373,13 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--params", default="params.yaml", help="input size for pipeline models (imported ones know theirs)"
     )
-    e.set_defaults(func=cmd_export)
 
-    d = sub.add_parser(
-        "detect",
-        help="run a model over an event recording (DAT, EVT2/3 RAW, HDF5)",
-        description=_DETECT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    d = _command(
+        sub, "detect", cmd_detect, _DETECT_HELP, "run a model over an event recording (DAT, EVT2/3 RAW, HDF5)"
     )
     d.add_argument("recording", help="event file: .dat, .raw (EVT 2.0/3.0), .h5/.hdf5")
     d.add_argument("--model", required=True, help="model folder (model.pt + model.json)")
@@ -399,26 +368,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--video",
         help="also write the windows with their boxes as a video (.mp4; .gif without imageio-ffmpeg)",
     )
-    d.set_defaults(func=cmd_detect)
 
-    u = sub.add_parser(
+    u = _command(
+        sub,
         "ui",
-        help="start MLflow's UI on the project's store; prints the runs table's address",
-        description=_UI_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        cmd_ui,
+        _UI_HELP,
+        "start MLflow's UI on the project's store; prints the runs table's address",
     )
     u.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     u.add_argument("--port", type=int, default=5000, help="port to listen on (default: 5000)")
     u.add_argument("--workers", type=int, default=1, help="server processes (default: 1; MLflow's own: 4)")
     u.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment of --params)")
     u.add_argument("--params", default="params.yaml", help="params file naming the experiment")
-    u.set_defaults(func=cmd_ui)
 
-    v = sub.add_parser(
+    v = _command(
+        sub,
         "visualize",
-        help="a dataset sequence with GT, pseudo labels and predictions side by side (video)",
-        description=VISUALIZE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        cmd_visualize,
+        VISUALIZE_HELP,
+        "a dataset sequence with GT, pseudo labels and predictions side by side (video)",
     )
     v.add_argument("--data", default="data/preprocessed", help="preprocessed dataset folder")
     v.add_argument("--sequence", required=True, help="sequence name (any split), e.g. synth_train_0003")
@@ -429,7 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--frames", type=int, default=40, help="frames drawn (default 40)")
     v.add_argument("--score", type=float, default=0.3, help="draw predictions with obj*cls >= this")
     v.add_argument("--device", default="cpu", help="torch device for --model")
-    v.set_defaults(func=cmd_visualize)
     return p
 
 

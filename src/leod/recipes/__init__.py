@@ -1,30 +1,9 @@
 """Recipes: one params key (``recipe``) that switches a whole published training setup.
 
-A recipe is a YAML file in this folder, ``<name>.yaml``, holding
-
-* ``dataset``: the dataset preset the recipe is for. It is a requirement, not an override:
-  dvc.yaml builds paths from params.yaml's ``dataset`` (``data/raw/${dataset}``), and DVC
-  reads that value from params.yaml only, so params.yaml must name the same dataset
-  (``dvc exp run -S recipe=gen1-rvt-s -S dataset=gen1``).
-* ``set``: dotted params keys and their values (``train.steps: 200000``). ``*`` stands for
-  every entry of a mapping (``rounds.*.lr`` sets the lr of every round params.yaml lists).
-* ``extends`` (optional): another recipe whose ``dataset`` and ``set`` this one starts from.
-
-The rule (one home: :func:`apply_recipe`):
-
-1. Effective params = params.yaml with the recipe's ``set`` values written over those keys.
-   Every other key keeps its params.yaml value.
-2. ``synthetic-nano`` (the default) sets nothing: params.yaml *is* that recipe.
-3. A key the recipe sets may not also be changed in params.yaml: when params.yaml's value
-   differs from both the key's shipped default (the typed config's default, which a test
-   keeps equal to the shipped params.yaml) and the recipe's value, loading fails naming the
-   key. ``-S train.steps=1000`` next to ``recipe=gen1-rvt-s`` is an error, not silently
-   ignored; to change a recipe value, copy the recipe to a new file and edit it there.
-   Keys with no typed default (the per-class threshold lists, whose length follows the
-   dataset's classes) always take the recipe's value.
-
-DVC sees both inputs: every stage lists ``recipe`` among its params and this folder among
-its deps, so switching or editing a recipe reruns exactly the stages that read params.
+A recipe is ``<name>.yaml`` in this folder: the ``dataset`` it is for, dotted params keys to
+``set`` (``*`` stands for every entry of a mapping), optionally a recipe it ``extends``.
+:func:`apply_recipe` is the one home of the rule; docs/recipes.md explains it. DVC sees
+both inputs: every stage lists ``recipe`` among its params and this folder among its deps.
 """
 
 from __future__ import annotations
@@ -146,7 +125,15 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def apply_recipe(data: dict[str, Any], schema: type) -> dict[str, Any]:
-    """params.yaml's mapping with its ``recipe`` applied (see the module doc for the rule).
+    """params.yaml's mapping with its ``recipe``'s ``set`` values written over those keys.
+
+    Every other key keeps its params.yaml value (``synthetic-nano``, the default, sets
+    nothing). The recipe's ``dataset`` is a requirement, not an override: dvc.yaml builds
+    paths from params.yaml's ``dataset``, so params.yaml must name the same one. A key the
+    recipe sets may not also be changed in params.yaml: a value that differs from both the
+    key's shipped default and the recipe's value fails, naming the key (``-S
+    train.steps=1000`` next to a recipe is an error, not silently ignored). Keys with no
+    typed default (per-class threshold lists) always take the recipe's value.
 
     Returns a new mapping; ``data`` is not modified. A mapping without ``recipe`` is
     returned unchanged (the schema then reports the missing key).

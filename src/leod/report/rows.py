@@ -1,17 +1,8 @@
 """One row per run: what the metrics files of the baseline, each round and full supervision hold.
 
-Inputs read:
-
-* ``<metrics>/test_<run>.json`` (test AP of r0, every round and the fully supervised run),
-* ``<metrics>/pseudo_<round>.json`` and ``<reports>/pseudo_<round>/pr.csv`` (pseudo-label
-  quality of a round, only rounds have pseudo labels),
-* ``<metrics>/train_<run>.json`` (best validation AP, and for rounds whether the quality
-  gate stopped the round), read as :class:`~leod.training.chain.TrainMetrics`.
-
-Stages can be gated or not yet run, so a missing file is a finding to report, not an error
-(``RunRow.missing``). A file that exists but is not what its producer writes is an error
-(:class:`~leod.plumbing.errors.DataFormatError`).
-
+Reads ``<metrics>/{test,pseudo,train}_<run>.json`` and ``<reports>/pseudo_<round>/pr.csv``.
+Stages can be gated or not yet run, so a missing file is a finding to report
+(``RunRow.missing``), not an error; a file that is not what its producer writes is an error.
 The headline number is the *gap closed* of a round, ``(AP_rK - AP_r0) / (AP_full - AP_r0)``:
 the share of the AP lost by training on sparse labels that self-training won back.
 """

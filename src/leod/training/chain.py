@@ -1,13 +1,9 @@
 """One link of the self-training chain: what a training stage starts from and what it publishes.
 
-Every training stage (``train_r0``, ``train_full``, ``train@rK``) publishes the same three
-outputs: a model folder, its curves (``train.csv``, ``val.csv``) and :class:`TrainMetrics`
-(``metrics/train_<run>.json``), written beside their targets and renamed into place together.
-Three outcomes fill them: a trained run; a round that the quality gate stopped, which carries
-the previous model forward; and ``train_r0`` replaced by an imported teacher
-(``selftrain.teacher``). The report reads the metrics back through :class:`TrainMetrics`.
-
-No torch here: the report and ``python -m leod compare`` import this module.
+Every training stage (``train_r0``, ``train_full``, ``train@rK``) publishes a model folder,
+its curves and :class:`TrainMetrics`, renamed into place together, whether it trained, was
+stopped by the quality gate (the previous model carried forward) or published an imported
+teacher. No torch here: the report and ``python -m leod compare`` import this module.
 """
 
 from __future__ import annotations

@@ -2,18 +2,8 @@
 
 A checkpoint is one ``torch.save`` file holding only tensors and plain Python values, so
 ``torch.load(path, weights_only=True)`` reads it: a checkpoint from an untrusted source
-cannot execute code. Its keys:
-
-``format_version`` (int), ``model_state``, ``optimizer_state``, ``scheduler_state``
-(``state_dict()`` results; the last two may be None), ``step`` (int), ``rng_state``
-(from :func:`capture_rng_state`) and ``meta`` (plain values describing what was trained,
-e.g. ``{"model.preset": "tiny", "num_classes": 2}``, checked on load so that a checkpoint
-is never silently resumed or evaluated under different params).
-
-The global RNGs (torch CPU and CUDA, numpy's legacy global state, python ``random``) are
-saved too, so a resumed run draws the same augmentations and samples as an uninterrupted
-one. ``numpy.random.Generator`` objects owned by other code are not global and must be
-re-derived from the seed and step by their owner.
+cannot execute code. Its ``meta`` (what was trained) is checked on load, so a checkpoint is
+never silently resumed or evaluated under different params.
 """
 
 from __future__ import annotations
@@ -51,7 +41,12 @@ _PLAIN_SEQUENCES = (list, tuple, torch.Size)
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """The state of every global RNG as tensors and plain values (see the module docstring)."""
+    """The state of every global RNG as tensors and plain values.
+
+    Torch CPU and CUDA, numpy's legacy global state and python ``random``, so a resumed run
+    draws the same augmentations and samples as an uninterrupted one. ``numpy.random.Generator``
+    objects owned by other code are not global: their owner re-derives them from seed and step.
+    """
     bit_generator, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)  # noqa: NPY002
     py_version, py_internal, py_gauss_next = random.getstate()
     return {
@@ -132,7 +127,8 @@ def save_checkpoint(
 ) -> None:
     """Write a checkpoint atomically (a killed run never leaves a truncated file behind).
 
-    ``extra`` holds run state the trainer needs for an exact resume beyond the model and
+    ``meta`` holds plain values describing what was trained (e.g. ``{"model.preset": "tiny",
+    "num_classes": 2}``); ``extra`` holds run state the trainer needs for an exact resume beyond the model and
     optimiser (e.g. the recurrent states of the streaming slots).
 
     Raises TypeError, before writing anything, if a field holds a value that

@@ -1,10 +1,5 @@
 """Device choice and mixed precision: CUDA when present (bf16 or fp16 autocast), else CPU fp32.
 
-GPUs of compute capability 8.0 and newer (Ampere: A100, RTX 30xx, and later: Ada, Hopper)
-compute in bf16, whose range equals fp32's, so no loss scaling is needed. Older GPUs
-(Volta V100, Turing T4/RTX 20xx) have no bf16 units: they compute in fp16, whose small range
-underflows small gradients, so training scales the loss with a ``GradScaler`` there.
-
 Two optional speed-ups apply on CUDA only (CPU results stay as they are): channels-last
 convolutions and ``torch.compile`` of the backbone, neck and head (compiled in place, so
 the weights keep their names).
@@ -20,7 +15,9 @@ import torch
 from leod.plumbing.errors import ConfigError
 from leod.training.config import TrainConfig
 
-#: the first compute capability with bf16 units (Ampere)
+#: the first compute capability with bf16 units (Ampere: A100, RTX 30xx, and later). bf16's
+#: range equals fp32's, so no loss scaling; older GPUs (V100, T4) compute in fp16, whose
+#: small range underflows small gradients, so training scales the loss there.
 BF16_CAPABILITY = (8, 0)
 
 

@@ -1,21 +1,10 @@
 """Data-parallel training with torch.distributed: launch, process group, sharding, reductions.
 
-One launcher decides (:func:`relaunch_under_torchrun`): with ``train.nproc_per_node *
-train.nnodes > 1`` a training stage re-executes its own command line under
-``python -m torch.distributed.run`` and waits for it, so ``dvc.yaml`` reads the same for 1
-and N processes. The workers see torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and
-train; gloo connects them on CPU, NCCL on CUDA (one GPU per process).
-
 ``loader.batch_size`` is the global batch: every rank trains its share of each batch's
-slots (:func:`shard_slots`), keeps the LSTM states of its own streaming slots, and the
-loss is normalised by the global number of positives, so the all-reduced gradient is the
-one a single process computes on the whole batch (docs/scaling-training.md).
-
-BatchNorm (YOLOX neck and head) normalises with the statistics of the whole global batch
-(:class:`SyncBatchNorm`); torch's own SyncBatchNorm only runs on GPUs, so this one, built
-on two all-reduces, serves gloo (CPU) and NCCL alike.
-
-With one process nothing here changes what training computes: every helper is the identity.
+slots, keeps the LSTM states of its own streaming slots, and the loss is normalised by the
+global number of positives, so the all-reduced gradient is the one a single process computes
+on the whole batch (docs/scaling-training.md). With one process nothing here changes what
+training computes: every helper is the identity.
 """
 
 from __future__ import annotations
@@ -89,6 +78,9 @@ def check_batch_split(batch_size: int, world: int) -> None:
 def relaunch_under_torchrun(tcfg: TrainConfig, batch_size: int, argv: Sequence[str] | None = None) -> bool:
     """Run this process's command line (``argv``, default ``sys.argv``) under torchrun when the
     params ask for more than one process and this is not already a torchrun worker.
+
+    So ``dvc.yaml`` reads the same for 1 and N processes; the workers see torchrun's
+    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and train (gloo on CPU, NCCL on CUDA, one GPU each).
 
     Returns True when the workers did the work (this process has nothing left to do), False
     when the caller should train itself. A failed run ends with one error line here: the
@@ -245,6 +237,9 @@ class _SyncBatchNormFn(torch.autograd.Function):
 
 class SyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the global batch (any backend).
+
+    torch's own SyncBatchNorm only runs on GPUs; this one, built on two all-reduces, serves
+    gloo (CPU) and NCCL alike.
 
     In eval mode, or alone, it is plain BatchNorm2d. A rank with an empty batch takes part
     with a count of 0.

@@ -1,25 +1,11 @@
 """The training loop: one readable function, no framework.
 
-Reads top to bottom like nanoGPT's ``train.py``:
-
-1. open the data (the kept label frames supervise, every other frame only feeds memory);
-2. build the model, AdamW and the linear one-cycle schedule;
-3. resume from ``<ckpt_dir>/last.pt`` if a killed run of the same recipe left one (see
-   :mod:`leod.training.recipe`; a stale or corrupt one is ignored with a warning);
-4. loop: mixed streaming/random-access batch -> recurrent forward over the L steps ->
-   YOLOX loss at the supervised steps -> backward, clip, step; carry the streaming
-   slots' LSTM states to the next batch (detached), reset them where a sequence starts.
-   A non-finite loss skips the update and drops the step's LSTM states;
-5. validate every ``eval_every`` steps, keep the best weights (in memory and in the
-   checkpoint, never in the output folder: the caller publishes them at the end);
-   checkpoint regularly.
-
-A resumed run replays the sampler's plans (cheap: no data is read) and restores the RNG
-and recurrent states, so on CPU it ends with exactly the weights of an uninterrupted run.
-
-Under torchrun (:mod:`leod.training.distributed`) every rank trains its share of each
-batch's slots, the gradients are all-reduced by DDP, and rank 0 alone validates, logs and
-checkpoints (the checkpoint holds the global batch's states, so any number of ranks resumes it).
+Reads top to bottom like nanoGPT's ``train.py``: data; model, AdamW and a linear one-cycle
+schedule; resume; then the loop (recurrent forward over L steps, YOLOX loss at the supervised
+steps, backward, clip, step), validating every ``eval_every`` steps and checkpointing
+regularly. The best weights are returned, never written to the output folder. Under torchrun
+every rank trains its share of each batch's slots, DDP all-reduces the gradients, and rank 0
+alone validates, logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -224,7 +210,7 @@ def _train(
         log.setLevel(logging.WARNING)
     seed_everything(params.seed)
 
-    # -- data
+    # -- data (the kept label frames supervise, every other frame only feeds memory)
     manifest = load_manifest(data_root)
     train_seqs = open_sequences(data_root, manifest, "train", kept=kept, labels_override=labels_override)
     val_seqs = open_sequences(data_root, manifest, "val")
@@ -254,7 +240,11 @@ def _train(
         "num_classes": cfg.num_classes,
     }
 
-    # -- resume
+    # -- resume from a killed run of the same recipe (see leod.training.recipe; a stale or
+    # corrupt checkpoint is ignored with a warning). Replaying the sampler's plans and
+    # restoring the RNG and recurrent states ends, on CPU, with exactly the weights of an
+    # uninterrupted run; the checkpoint holds the global batch's states, so any number of
+    # ranks resumes it.
     step, states, nonfinite, history = 0, None, 0, []
     best_ap, best_step, best_weights = -math.inf, -1, None
     last = ckpt_dir / LAST

@@ -2,15 +2,9 @@
 
 A killed training run resumes from its scratch checkpoint only when the rerun would train
 the very same thing: the same params (every section the stage reads, after a round's
-overrides), the same labels (the split's kept frames, or a round's pseudo labels after
-softening, hashed by content), the same teacher weights (``--prev``) and the same
-preprocessed data. Anything else starts over; how many processes train (train.nproc_per_node,
-nnodes, rendezvous) is not part of it, so any number of ranks resumes a checkpoint.
-
-The preprocessed data are fingerprinted cheaply but soundly: the manifest, the content of
-every small file that training reads (labels, frame indices, timestamps) and the size and
-modification time of the event-representation files (gigabytes; any rewrite of them by
-``preprocess`` or ``dvc checkout`` changes their modification time).
+overrides), the same labels (hashed by content), the same teacher weights (``--prev``) and
+the same preprocessed data. How many processes train is not part of it, so any number of
+ranks resumes a checkpoint.
 """
 
 from __future__ import annotations
@@ -46,7 +40,11 @@ def _content(path: Path) -> str | None:
 
 
 def dataset_fingerprint(root: Path, manifest: Manifest) -> dict:
-    """The manifest, the small files' content and the representation files' size and mtime."""
+    """The manifest, the small files' content and the representation files' size and mtime.
+
+    Cheap but sound: the representation files are gigabytes, and any rewrite of them by
+    ``preprocess`` or ``dvc checkout`` changes their modification time.
+    """
     files: dict[str, object] = {}
     for split in _SPLITS:
         for seq in manifest.sequences(root, split):
@@ -93,7 +91,7 @@ def recipe_digest(
     labels: Mapping[str, LabelFiles | LabelArrays] | None,
     init_weights: Path | None,
 ) -> str:
-    """One hex digest of everything that shapes a training run's weights (module docstring)."""
+    """One hex digest of everything that shapes a training run's weights (see the module doc)."""
     recipe = {
         "seed": params.seed,
         "dataset": params.dataset,
