@@ -118,6 +118,15 @@ class TrackingConfig:
     experiment: str = "leod"
 
 
+@dataclass(frozen=True)
+class ShardConfig:
+    """pseudolabel and evaluate: sequences shared out over processes (one per GPU on CUDA).
+    Their outputs are byte-identical for any count, so DVC does not track this section."""
+
+    #: processes on this machine; above 1 the stage starts them itself (see docs/scaling.md)
+    nproc_per_node: int = field(default=1, metadata=rng(ge=1, le=1024))
+
+
 SEED_MAX = 2**32 - 1
 
 #: model keys that follow from the data and must not be set by hand
@@ -143,6 +152,7 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    shard: ShardConfig
     pseudo: PseudoConfig
     selftrain: SelfTrainConfig
     rounds: dict[str, RoundConfig]

@@ -37,6 +37,8 @@ from leod.training.inference import InferenceOptions, iter_frame_detections
 
 log = logging.getLogger("leod.pseudo")
 
+EMPTY = np.zeros(0, BOX_DTYPE)
+
 
 @dataclass(frozen=True)
 class PseudoStats:
@@ -109,12 +111,14 @@ def pseudo_label_sequences(
 ) -> tuple[dict[str, SequenceLabels], PseudoStats]:
     """Label every frame of ``seqs`` (see module docstring); returns labels and counts."""
     cfg = params.pseudo
-    per_frame: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
     passes = tta_passes(cfg)
+    # the passes' boxes of each frame, merged in pass order however the passes were run
+    per_frame: dict[tuple[str, int], list[np.ndarray]] = defaultdict(lambda: [EMPTY] * len(passes))
     total = sum(s.num_frames for s in seqs) * len(passes)
     bar = progress_bar(total, "pseudolabel", "frame", enabled=progress)
     frames_of = {s.name: s.num_frames for s in seqs}
-    for hflip, tflip in passes:
+    groups = [passes] if cfg.batch_tta else [[p] for p in passes]
+    for group in groups:
         opts = InferenceOptions(
             batch_size=cfg.batch_size,
             chunk_length=params.loader.sequence_length,
@@ -122,14 +126,14 @@ def pseudo_label_sequences(
             nms_iou=cfg.nms_iou,
             amp=params.train.amp,
             every_frame=True,
-            hflip=hflip,
-            tflip=tflip,
+            passes=tuple(group),
         )
         for det in iter_frame_detections(model, seqs, device, opts):
             bar.update()
-            r = target_frame(det.repr_index, tflip, cfg.tflip_offset, frames_of[det.sequence])
+            p = passes.index(group[det.tta_pass])
+            r = target_frame(det.repr_index, passes[p][1], cfg.tflip_offset, frames_of[det.sequence])
             if r is not None:
-                per_frame[(det.sequence, r)].append(det.boxes)
+                per_frame[(det.sequence, r)][p] = det.boxes
     bar.close()
 
     out: dict[str, SequenceLabels] = {}
