@@ -11,9 +11,9 @@ from pathlib import Path
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
+from leod.distributed.evaluate import evaluate_shared
 from leod.distributed.launch import is_rank, launch_local
 from leod.distributed.shard import Ranks, process_group, rank_device
-from leod.distributed.sharded import evaluate_shared
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
 from leod.plumbing.atomic import save_npz, write_json
 from leod.plumbing.stage import parser, run

@@ -10,13 +10,12 @@ from pathlib import Path
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
+from leod.distributed.launch import is_rank, launch_local
+from leod.distributed.shard import Ranks, process_group, rank_device
 from leod.plumbing.atomic import atomic_path, write_json
 from leod.plumbing.stage import parser, run
 from leod.plumbing.tracking import RunLogger, stage_run
-from leod.distributed.launch import is_rank, launch_local
-from leod.distributed.shard import Ranks, process_group, rank_device
-from leod.distributed.sharded import pseudo_label_shared
-from leod.pseudo.label import PseudoStats
+from leod.pseudo.label import PseudoStats, pseudo_label_shared
 from leod.pseudo.store import LABELS_FILE, SequenceLabels, check_split_names, save_pseudo_labels
 from leod.schema import to_dict
 from leod.training.device import pick_device
@@ -50,7 +49,9 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
             write(args, *result, tr)
 
 
-def write(args: argparse.Namespace, labels: dict[str, SequenceLabels], stats: PseudoStats, tr: RunLogger) -> None:
+def write(
+    args: argparse.Namespace, labels: dict[str, SequenceLabels], stats: PseudoStats, tr: RunLogger
+) -> None:
     summary = {
         "frames": stats.frames,
         "gt_frames": stats.gt_frames,

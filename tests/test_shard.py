@@ -71,7 +71,11 @@ def stage(ws: Path, name: str, params: str, out: Path, *launcher: str) -> subpro
     """The stage in fresh processes, as DVC (or torchrun: ``launcher``) starts it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LEOD_TRACKING": "0"}
     env.pop("WORLD_SIZE", None)
-    cmd = [*(launcher or (sys.executable,)), str(REPO / "stages" / f"{name}.py"), *stage_args(ws, name, params, out)]
+    cmd = [
+        *(launcher or (sys.executable,)),
+        str(REPO / "stages" / f"{name}.py"),
+        *stage_args(ws, name, params, out),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -21,17 +21,23 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+S = TypeVar("S", bound="HasFrames")
 
 #: how long a rank that finished its share waits for the others at the gather (shares are
 #: balanced by frame count, but a slow rank at 1Mpx on CPU may lag by hours)
 GATHER_TIMEOUT = timedelta(hours=12)
+
+
+class HasFrames(Protocol):
+    @property
+    def num_frames(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,11 @@ def assign(lengths: Sequence[int], world_size: int) -> list[list[int]]:
         shares[r].append(i)
         load[r] += lengths[i]
     return [sorted(s) for s in shares]
+
+
+def share(seqs: Sequence[S], ranks: Ranks) -> list[S]:
+    """The sequences (anything with ``num_frames``) this rank takes, balanced by frame count."""
+    return [seqs[i] for i in assign([s.num_frames for s in seqs], ranks.world_size)[ranks.rank]]
 
 
 def rank_device(device: torch.device, ranks: Ranks) -> torch.device:

@@ -19,19 +19,20 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
 
 from leod.config import Params
 from leod.data.sequence import SequenceData
+from leod.distributed.shard import Ranks, gather_arrays, in_order, share
 from leod.labels.boxes import BOX_DTYPE, clip_to_frame
 from leod.model.detector import RecurrentDetector
 from leod.model.nms import batched_nms
 from leod.plumbing.progress import progress_bar
 from leod.pseudo.config import PseudoConfig
-from leod.pseudo.store import SequenceLabels
+from leod.pseudo.store import SequenceLabels, label_arrays, labels_from_arrays
 from leod.pseudo.tracker import TrackStats, track_filter
 from leod.training.inference import InferenceOptions, iter_frame_detections
 
@@ -166,3 +167,30 @@ def pseudo_label_sequences(
         n_boxes += sum(len(b) for b in frames)
         n_ignored += sum(int(b["ignore"].sum()) for b in frames)
     return out, PseudoStats(n_frames, n_gt, n_boxes, n_ignored, tracked)
+
+
+#: the key of a rank's counts among its label arrays (sequence keys all hold a "/")
+_COUNTS = "pseudo_counts"
+
+
+def pseudo_label_shared(
+    model: RecurrentDetector,
+    seqs: Sequence[SequenceData],
+    kept: Mapping[str, list[int]],
+    params: Params,
+    device: torch.device,
+    ranks: Ranks,
+    progress: bool = True,
+) -> tuple[dict[str, SequenceLabels], PseudoStats] | None:
+    """:func:`pseudo_label_sequences` over all ranks; the whole result on rank 0, None elsewhere."""
+    if ranks.world_size == 1:
+        return pseudo_label_sequences(model, seqs, kept, params, device, progress)
+    labels, stats = pseudo_label_sequences(model, share(seqs, ranks), kept, params, device, progress)
+    counts = np.array([*astuple(stats)[:4], *astuple(stats.tracker)], np.int64)
+    parts = gather_arrays({**label_arrays(labels), _COUNTS: counts}, ranks)
+    if parts is None:
+        return None
+    total = sum(p.pop(_COUNTS) for p in parts)
+    shares = [labels_from_arrays(p, f"rank {r}'s pseudo labels") for r, p in enumerate(parts)]
+    united = in_order(shares, [s.name for s in seqs])
+    return united, PseudoStats(*map(int, total[:4]), TrackStats(*map(int, total[4:])))

@@ -23,7 +23,6 @@ from leod.labels.boxes import BOX_DTYPE
 from leod.model.detector import RecurrentDetector
 from leod.training.device import autocast
 
-
 #: one test-time pass: (hflip, tflip). hflip mirrors the input (boxes are mirrored back);
 #: tflip runs time backwards (reversed frames, bins and polarities)
 Pass = tuple[bool, bool]
@@ -101,7 +100,9 @@ def iter_frame_detections(
                     frames = frames.flip(-1)
                 inputs.append(frames)
             with autocast(device, opts.amp):
-                preds, states = model.forward_step(inputs[0] if len(inputs) == 1 else torch.cat(inputs), states)
+                preds, states = model.forward_step(
+                    inputs[0] if len(inputs) == 1 else torch.cat(inputs), states
+                )
             meta = {d: _step_meta(b, t, opts.every_frame) for d, b in by_dir.items()}
             if not any(meta[d][3] for d in directions):
                 continue
