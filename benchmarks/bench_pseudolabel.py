@@ -89,6 +89,7 @@ def main() -> None:
     rows = {}
     for name, prm in (("1 process, passes in turn", params), ("1 process, passes batched", batched)):
         rows[name] = label_once(args, prm, Ranks())
+        print(f"{name}: {rows[name]['seconds']:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rank0.json"
         start = time.perf_counter()

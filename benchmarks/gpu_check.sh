@@ -39,26 +39,28 @@ part() {  # part NAME TIMEOUT_S CMD...: run one part, its output teed into the r
     [ "$status" -eq 0 ] || FAILED=$((FAILED + 1))
 }
 
-CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+if ! CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))"); then
+    echo "error: $PY cannot import torch; create .venv (see README) or set PYTHON" >&2
+    exit 2
+fi
 log "gpu_check $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo n/a), $(nproc) CPUs"
 "$PY" -c "
 import torch
 print('torch', torch.__version__, '| CUDA', torch.version.cuda, '|',
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA device visible')
 " 2>&1 | tee -a "$RESULTS"
-if [ "$CUDA" = 1 ]; then
-    DEVICE=cuda SEQS=8 STEPS=10
+if [ "$CUDA" = 1 ]; then  # the dataset: training sequences x seconds, of the synthetic preset
+    DEVICE=cuda SEQS=8 SECONDS_EACH=3 STEPS=10
 else
-    DEVICE=cpu SEQS=2 STEPS=4
+    DEVICE=cpu SEQS=1 SECONDS_EACH=1 STEPS=4
     log "NO CUDA: parts 2 and 3 and the GPU half of part 4 are skipped; the rest runs small on the CPU"
 fi
 
-# the small dataset: the synthetic preset, 8 training sequences of 3 s
-"$PY" - "$WORK" "$STEPS" <<'PYEOF' || { log "error: could not write the check's params"; exit 1; }
+"$PY" - "$WORK" "$STEPS" "$SEQS" "$SECONDS_EACH" <<'PYEOF' || { log "error: could not write the check's params"; exit 1; }
 import sys, yaml
-work, steps = sys.argv[1], int(sys.argv[2])
+work, steps, seqs, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 p = yaml.safe_load(open("params.yaml"))
-p["synthetic"].update(sequences={"train": 8, "val": 1, "test": 1}, duration_s=3.0)
+p["synthetic"].update(sequences={"train": seqs, "val": 1, "test": 1}, duration_s=seconds)
 p["train"].update(steps=steps, eval_every=steps, checkpoint_every=steps, log_every=1, pct_start=0.5, amp=False)
 for device in ("cpu", "cuda"):
     p["train"]["device"] = device

@@ -114,6 +114,7 @@ def test_two_ranks_write_the_bytes_of_one_process(ws: Path, tmp_path: Path) -> N
         assert all(len(npz[k]) > 0 for k in npz.files)
 
 
+@pytest.mark.slow
 def test_a_rank_on_bad_input_ends_the_output_with_its_error(ws: Path, tmp_path: Path) -> None:
     (ws / "empty").mkdir(exist_ok=True)
     bad = ws / "bad"
