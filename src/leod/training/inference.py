@@ -85,9 +85,8 @@ def iter_frame_detections(
     states = None
     for group in zip(*streams, strict=True):
         by_dir = {d: b.to(device) for d, b in zip(directions, group, strict=True)}
-        slot_batches = [by_dir[tflip] for _, tflip in opts.passes]
         assert all(b.sequences == group[0].sequences for b in group), "streams out of step"
-        is_first = [b.is_first for b in slot_batches]
+        is_first = [by_dir[tflip].is_first for _, tflip in opts.passes]
         states = model.reset(states, is_first[0] if len(is_first) == 1 else torch.cat(is_first))
         length, size = group[0].shape
         for t in range(length):
@@ -99,10 +98,9 @@ def iter_frame_detections(
                 if hflip:
                     frames = frames.flip(-1)
                 inputs.append(frames)
+            frames = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
             with autocast(device, opts.amp):
-                preds, states = model.forward_step(
-                    inputs[0] if len(inputs) == 1 else torch.cat(inputs), states
-                )
+                preds, states = model.forward_step(frames, states)
             meta = {d: _step_meta(b, t, opts.every_frame) for d, b in by_dir.items()}
             if not any(meta[d][3] for d in directions):
                 continue
