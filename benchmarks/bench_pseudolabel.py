@@ -1,11 +1,12 @@
 """Pseudo-labelling throughput: frames per second of the whole pseudolabel@rK computation, in one
 process and in two (torch.distributed ranks, as ``shard.nproc_per_node: 2`` runs it), and with the
-TTA passes one after the other (default) or side by side in one batch (``pseudo.batch_tta``).
+TTA passes one after the other or side by side in one batch (``pseudo.batch_tta``, the default).
 
 Runs :func:`leod.pseudo.label.pseudo_label_shared` (all TTA passes, merge, thresholds, tracker)
 on the first training sequences of the preprocessed dataset with a trained model (default
 ``models/r0``; run ``dvc repro train_r0`` first) and prints labelled frames per second for each
-way side by side, with whether its labels are byte-identical to the one-process default.
+way side by side, with whether its labels are byte-identical to the first row's (one process,
+passes in turn).
 One process gets all ``--threads``; each of the two ranks gets half.
 
     .venv/bin/python benchmarks/bench_pseudolabel.py [--sequences 4] [--threads 2]
@@ -44,6 +45,10 @@ def digest(labels: dict[str, SequenceLabels]) -> str:
     return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
 
 
+def with_batch_tta(params: Params, batched: bool) -> Params:
+    return dataclasses.replace(params, pseudo=dataclasses.replace(params.pseudo, batch_tta=batched))
+
+
 def label_once(args: argparse.Namespace, params: Params, ranks: Ranks) -> dict | None:
     """Time one labelling of the sequences by this rank (after a barrier, up to the gather)."""
     root = Path(args.data)
@@ -79,15 +84,15 @@ def main() -> None:
     params = load_params(args.params)
     if args.rank_result:  # one of the two ranks
         torch.set_num_threads(max(1, args.threads // 2))
-        res = label_once(args, params, Ranks.from_env())
+        res = label_once(args, with_batch_tta(params, False), Ranks.from_env())
         if res is not None:
             res.pop("xywh")
             Path(args.rank_result).write_text(json.dumps(res))
         return
     torch.set_num_threads(args.threads)
-    batched = dataclasses.replace(params, pseudo=dataclasses.replace(params.pseudo, batch_tta=True))
+    in_turn, batched = (with_batch_tta(params, b) for b in (False, True))
     rows = {}
-    for name, prm in (("1 process, passes in turn", params), ("1 process, passes batched", batched)):
+    for name, prm in (("1 process, passes in turn", in_turn), ("1 process, passes batched", batched)):
         rows[name] = label_once(args, prm, Ranks())
         print(f"{name}: {rows[name]['seconds']:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
