@@ -10,33 +10,46 @@ Example (what `dvc repro evaluate@r0` runs):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
+from leod.distributed.evaluate import evaluate_shared
+from leod.distributed.launch import is_rank, launch_local
+from leod.distributed.shard import Ranks, process_group, rank_device
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
 from leod.evaluation.prophesee import UNDEFINED
 from leod.plumbing.atomic import save_npz, write_json
 from leod.plumbing.stage import parser, run
 from leod.plumbing.tracking import stage_run
 from leod.training.device import pick_device
-from leod.training.inference import evaluate_model
 from leod.training.model_files import build_model
 
 
-def body(args: argparse.Namespace, params: Params) -> None:
+def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
+    if params.shard.nproc_per_node > 1 and not is_rank():
+        launch_local(params.shard.nproc_per_node, [__file__, *argv])
+        return
+    ranks = Ranks.from_env()
     root = Path(args.data)
     manifest = load_manifest(root)
     seqs = open_sequences(root, manifest, args.split)
-    device = pick_device(params.train.device)
+    device = rank_device(pick_device(params.train.device), ranks)
     model = build_model(Path(args.model), params).to(device)
     log_params = {"model": args.model, "split": args.split}
-    with stage_run(
-        f"evaluate_{args.name}", log_params, params.tracking.experiment, round_name=args.name
-    ) as tracker:
-        ev = evaluate_model(model, seqs, manifest, params, device, params.train.eval_batch_size)
+    # rank 0 alone scores, logs and writes; the others predict their share and hand it over
+    tracking = (
+        stage_run(f"evaluate_{args.name}", log_params, params.tracking.experiment, round_name=args.name)
+        if ranks.is_root
+        else contextlib.nullcontext()
+    )
+    with tracking as tracker, process_group(ranks):
+        ev = evaluate_shared(model, seqs, manifest, params, device, params.train.eval_batch_size, ranks)
+        if ev is None:
+            return
         matrix = confusion_matrix(
             ev.gt, ev.predictions, manifest.classes, ev.filt, time_tol_us=ev.time_tol_us
         )
@@ -62,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.add_argument("--confusion", required=True, help="confusion-matrix CSV to write")
     p.add_argument("--predictions", required=True, help="predictions to write (npz, one array per sequence)")
-    return run(body, p, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(lambda args, params: body(args, params, argv), p, argv)
 
 
 if __name__ == "__main__":

@@ -8,50 +8,67 @@ Example (what `dvc repro pseudolabel@r1` runs):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
+from leod.distributed.launch import is_rank, launch_local
+from leod.distributed.shard import Ranks, process_group, rank_device
 from leod.plumbing.atomic import atomic_path, write_json
 from leod.plumbing.stage import parser, run
-from leod.plumbing.tracking import stage_run
-from leod.pseudo.label import pseudo_label_sequences
-from leod.pseudo.store import LABELS_FILE, check_split_names, save_pseudo_labels
+from leod.plumbing.tracking import RunLogger, stage_run
+from leod.pseudo.label import PseudoStats, pseudo_label_shared
+from leod.pseudo.store import LABELS_FILE, SequenceLabels, check_split_names, save_pseudo_labels
 from leod.schema import to_dict
 from leod.training.device import pick_device
 from leod.training.model_files import build_model
 
 
-def body(args: argparse.Namespace, params: Params) -> None:
+def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
     params = params.for_round(args.round)
+    if params.shard.nproc_per_node > 1 and not is_rank():
+        launch_local(params.shard.nproc_per_node, [__file__, *argv])
+        return
+    ranks = Ranks.from_env()
     root = Path(args.data)
     manifest = load_manifest(root)
     kept = load_split(args.split).sequences
     seqs = open_sequences(root, manifest, "train")
     check_split_names(args.split, kept, [s.name for s in seqs])
-    device = pick_device(params.train.device)
+    device = rank_device(pick_device(params.train.device), ranks)
     model = build_model(Path(args.model), params).to(device)
     log_params = {"round": args.round, "teacher": args.model, "pseudo": to_dict(params.pseudo)}
-    with stage_run(
-        f"pseudolabel_{args.round}", log_params, params.tracking.experiment, round_name=args.round
-    ) as tr:
-        labels, stats = pseudo_label_sequences(
-            model, seqs, kept, params, device, progress=not args.no_progress
-        )
-        summary = {
-            "frames": stats.frames,
-            "gt_frames": stats.gt_frames,
-            "boxes": stats.boxes,
-            "ignored": stats.ignored,
-            **stats.tracker.metrics(),
-            "teacher": args.model,
-        }
-        with atomic_path(args.out, is_dir=True) as tmp:
-            save_pseudo_labels(tmp / LABELS_FILE, labels)
-            write_json(tmp / "summary.json", summary)
-        tr.log_metrics({f"pseudo/{k}": float(v) for k, v in summary.items() if k != "teacher"})
+    # rank 0 alone logs and writes; the others label their share and hand it over
+    tracking = (
+        stage_run(f"pseudolabel_{args.round}", log_params, params.tracking.experiment, round_name=args.round)
+        if ranks.is_root
+        else contextlib.nullcontext()
+    )
+    with tracking as tr, process_group(ranks):
+        progress = ranks.is_root and not args.no_progress
+        result = pseudo_label_shared(model, seqs, kept, params, device, ranks, progress=progress)
+        if result is not None:
+            write(args, *result, tr)
+
+
+def write(
+    args: argparse.Namespace, labels: dict[str, SequenceLabels], stats: PseudoStats, tr: RunLogger
+) -> None:
+    summary = {
+        "frames": stats.frames,
+        "gt_frames": stats.gt_frames,
+        "boxes": stats.boxes,
+        "ignored": stats.ignored,
+        **stats.tracker.metrics(),
+        "teacher": args.model,
+    }
+    with atomic_path(args.out, is_dir=True) as tmp:
+        save_pseudo_labels(tmp / LABELS_FILE, labels)
+        write_json(tmp / "summary.json", summary)
+    tr.log_metrics({f"pseudo/{k}": float(v) for k, v in summary.items() if k != "teacher"})
     print(
         f"pseudolabel@{args.round}: {stats.frames} frames ({stats.gt_frames} with kept GT), "
         f"{stats.boxes} boxes, "
@@ -68,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", required=True, help="split JSON from subsample (kept GT frames)")
     p.add_argument("--model", required=True, help="the previous round's model folder (the teacher)")
     p.add_argument("--out", required=True, help="output folder (pseudo/<round>)")
-    return run(body, p, argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run(lambda args, params: body(args, params, argv), p, argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from leod.data.config import DataConfig, DatasetPreset, SubsampleConfig
+from leod.distributed.config import ShardConfig
 from leod.model.config import ModelConfig
 from leod.plumbing.config import TrackingConfig
 from leod.plumbing.errors import ConfigError
@@ -55,6 +56,7 @@ class Params:
     model: ModelConfig
     train: TrainConfig
     tracking: TrackingConfig
+    shard: ShardConfig
     pseudo: PseudoConfig
     selftrain: SelfTrainConfig
     rounds: dict[str, RoundConfig]

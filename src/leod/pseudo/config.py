@@ -39,6 +39,9 @@ class PseudoConfig:
     #: the first frames of a sequence get no pseudo labels (the memory is still empty)
     skip_first_frames: int = field(default=1, metadata=rng(ge=0))
     batch_size: int = field(default=8, metadata=rng(ge=1))
+    #: run the TTA passes side by side (one forward of passes x batch_size frames) instead of
+    #: one after the other: the same label bytes, measured (tests/test_shard.py, docs/scaling.md)
+    batch_tta: bool = True
     # LEOD's linear tracker: boxes of short tracks become ignore regions, misses are inpainted
     #: class-aware greedy IoU matching threshold
     track_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))

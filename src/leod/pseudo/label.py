@@ -19,23 +19,26 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import numpy as np
 import torch
 
 from leod.config import Params
 from leod.data.sequence import SequenceData
+from leod.distributed.shard import Ranks, gather_arrays, in_order, share
 from leod.labels.boxes import BOX_DTYPE, clip_to_frame, to_sensor_pixels
 from leod.model.detector import RecurrentDetector
 from leod.model.nms import batched_nms
 from leod.plumbing.progress import progress_bar
 from leod.pseudo.config import PseudoConfig
-from leod.pseudo.store import SequenceLabels
+from leod.pseudo.store import SequenceLabels, label_arrays, labels_from_arrays
 from leod.pseudo.tracker import TrackStats, track_filter
 from leod.training.inference import InferenceOptions, iter_frame_detections
 
 log = logging.getLogger("leod.pseudo")
+
+EMPTY = np.zeros(0, BOX_DTYPE)
 
 
 @dataclass(frozen=True)
@@ -109,12 +112,14 @@ def pseudo_label_sequences(
 ) -> tuple[dict[str, SequenceLabels], PseudoStats]:
     """Label every frame of ``seqs`` (see module docstring); returns labels and counts."""
     cfg = params.pseudo
-    per_frame: dict[tuple[str, int], list[np.ndarray]] = defaultdict(list)
     passes = tta_passes(cfg)
+    # the passes' boxes of each frame, merged in pass order however the passes were run
+    per_frame: dict[tuple[str, int], list[np.ndarray]] = defaultdict(lambda: [EMPTY] * len(passes))
     total = sum(s.num_frames for s in seqs) * len(passes)
     bar = progress_bar(total, "pseudolabel", "frame", enabled=progress)
     frames_of = {s.name: s.num_frames for s in seqs}
-    for hflip, tflip in passes:
+    groups = [passes] if cfg.batch_tta else [[p] for p in passes]
+    for group in groups:
         opts = InferenceOptions(
             batch_size=cfg.batch_size,
             chunk_length=params.loader.sequence_length,
@@ -122,14 +127,14 @@ def pseudo_label_sequences(
             nms_iou=cfg.nms_iou,
             amp=params.train.amp,
             every_frame=True,
-            hflip=hflip,
-            tflip=tflip,
+            passes=tuple(group),
         )
         for det in iter_frame_detections(model, seqs, device, opts):
             bar.update()
-            r = target_frame(det.repr_index, tflip, cfg.tflip_offset, frames_of[det.sequence])
+            p = passes.index(group[det.tta_pass])
+            r = target_frame(det.repr_index, passes[p][1], cfg.tflip_offset, frames_of[det.sequence])
             if r is not None:
-                per_frame[(det.sequence, r)].append(det.boxes)
+                per_frame[(det.sequence, r)][p] = det.boxes
     bar.close()
 
     out: dict[str, SequenceLabels] = {}
@@ -159,3 +164,30 @@ def pseudo_label_sequences(
         n_boxes += sum(len(b) for b in frames)
         n_ignored += sum(int(b["ignore"].sum()) for b in frames)
     return out, PseudoStats(n_frames, n_gt, n_boxes, n_ignored, tracked)
+
+
+#: the key of a rank's counts among its label arrays (sequence keys all hold a "/")
+_COUNTS = "pseudo_counts"
+
+
+def pseudo_label_shared(
+    model: RecurrentDetector,
+    seqs: Sequence[SequenceData],
+    kept: Mapping[str, list[int]],
+    params: Params,
+    device: torch.device,
+    ranks: Ranks,
+    progress: bool = True,
+) -> tuple[dict[str, SequenceLabels], PseudoStats] | None:
+    """:func:`pseudo_label_sequences` over all ranks; the whole result on rank 0, None elsewhere."""
+    if ranks.world_size == 1:
+        return pseudo_label_sequences(model, seqs, kept, params, device, progress)
+    labels, stats = pseudo_label_sequences(model, share(seqs, ranks), kept, params, device, progress)
+    counts = np.array([*astuple(stats)[:4], *astuple(stats.tracker)], np.int64)
+    parts = gather_arrays({**label_arrays(labels), _COUNTS: counts}, ranks)
+    if parts is None:
+        return None
+    total = sum(p.pop(_COUNTS) for p in parts)
+    shares = [labels_from_arrays(p, f"rank {r}'s pseudo labels") for r, p in enumerate(parts)]
+    united = in_order(shares, [s.name for s in seqs])
+    return united, PseudoStats(*map(int, total[:4]), TrackStats(*map(int, total[4:])))

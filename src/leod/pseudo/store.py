@@ -46,8 +46,8 @@ class SequenceLabels:
         return SequenceLabels(labels.astype(BOX_DTYPE), np.asarray(repr_idx, np.int64), starts)
 
 
-def save_pseudo_labels(path: str | os.PathLike[str], seqs: dict[str, SequenceLabels]) -> None:
-    """Write every sequence's labels into one npz (atomically)."""
+def label_arrays(seqs: Mapping[str, SequenceLabels]) -> dict[str, np.ndarray]:
+    """Every sequence's labels as the file's named arrays, in the order of ``seqs``."""
     arrays: dict[str, np.ndarray] = {}
     for name, s in seqs.items():
         if _SEP in name:
@@ -55,7 +55,12 @@ def save_pseudo_labels(path: str | os.PathLike[str], seqs: dict[str, SequenceLab
         arrays[f"{name}{_SEP}labels"] = s.labels
         arrays[f"{name}{_SEP}objframe_idx_2_repr_idx"] = s.repr_idx
         arrays[f"{name}{_SEP}objframe_idx_2_label_idx"] = s.starts
-    save_npz(path, **arrays)
+    return arrays
+
+
+def save_pseudo_labels(path: str | os.PathLike[str], seqs: dict[str, SequenceLabels]) -> None:
+    """Write every sequence's labels into one npz (atomically)."""
+    save_npz(path, **label_arrays(seqs))
 
 
 def load_pseudo_labels(path: str | os.PathLike[str]) -> dict[str, SequenceLabels]:
@@ -63,33 +68,42 @@ def load_pseudo_labels(path: str | os.PathLike[str]) -> dict[str, SequenceLabels
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"{path}: no pseudo labels; run the pseudolabel stage of this round first")
-    out: dict[str, SequenceLabels] = {}
     try:
         npz = np.load(path, allow_pickle=False)
         if not isinstance(npz, np.lib.npyio.NpzFile):
             raise DataFormatError(f"{path}: not an npz archive of pseudo labels")
         with npz:
-            names = sorted({k.split(_SEP)[0] for k in npz.files})
-            for name in names:
-                labels = npz[f"{name}{_SEP}labels"]
-                if labels.dtype != BOX_DTYPE or labels.ndim != 1:
-                    raise DataFormatError(
-                        f"{path}: sequence '{name}' labels are {labels.dtype} {labels.shape}, not 1-D boxes"
-                    )
-                validate_boxes(labels, f"{path}: sequence '{name}'")
-                seq = SequenceLabels(
-                    labels,
-                    npz[f"{name}{_SEP}objframe_idx_2_repr_idx"],
-                    npz[f"{name}{_SEP}objframe_idx_2_label_idx"],
-                )
-                _check_layout(seq, f"{path}: sequence '{name}'")
-                out[name] = seq
-    except KeyError as exc:
-        raise DataFormatError(f"{path}: corrupt pseudo-label file (missing array {exc})") from exc
+            return labels_from_arrays(npz, str(path))
     except ValueError as exc:  # numpy's text would advise loading pickles: never repeat it
-        raise DataFormatError(f"{path}: corrupt pseudo-label file (not plain numeric arrays)") from exc
+        raise DataFormatError(f"{path}: not an npz archive of pseudo labels") from exc
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataFormatError(f"{path}: corrupt or truncated pseudo-label file ({exc})") from exc
+
+
+def labels_from_arrays(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, SequenceLabels]:
+    """The checked labels of every sequence in a file's named arrays (``source`` names them in
+    errors), in the sequences' sorted order."""
+    out: dict[str, SequenceLabels] = {}
+    try:
+        names = sorted({k.split(_SEP)[0] for k in arrays})
+        for name in names:
+            labels = arrays[f"{name}{_SEP}labels"]
+            if labels.dtype != BOX_DTYPE or labels.ndim != 1:
+                raise DataFormatError(
+                    f"{source}: sequence '{name}' labels are {labels.dtype} {labels.shape}, not 1-D boxes"
+                )
+            validate_boxes(labels, f"{source}: sequence '{name}'")
+            seq = SequenceLabels(
+                labels,
+                arrays[f"{name}{_SEP}objframe_idx_2_repr_idx"],
+                arrays[f"{name}{_SEP}objframe_idx_2_label_idx"],
+            )
+            _check_layout(seq, f"{source}: sequence '{name}'")
+            out[name] = seq
+    except KeyError as exc:
+        raise DataFormatError(f"{source}: corrupt pseudo-label file (missing array {exc})") from exc
+    except ValueError as exc:  # numpy's text would advise loading pickles: never repeat it
+        raise DataFormatError(f"{source}: corrupt pseudo-label file (not plain numeric arrays)") from exc
     return out
 
 

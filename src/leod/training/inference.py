@@ -7,13 +7,14 @@ or at every frame (pseudo labelling) and stamped with the frame's time, as RVT d
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from leod.config import Params
+from leod.data.batch import Batch
 from leod.data.layout import Manifest
 from leod.data.loader import inference_batches
 from leod.data.sequence import SequenceData
@@ -24,6 +25,10 @@ from leod.labels.boxes import BOX_DTYPE
 from leod.model.detector import RecurrentDetector
 from leod.training.device import autocast
 
+#: one test-time pass: (hflip, tflip). hflip mirrors the input (boxes are mirrored back);
+#: tflip runs time backwards (reversed frames, bins and polarities)
+Pass = tuple[bool, bool]
+
 
 @dataclass(frozen=True)
 class InferenceOptions:
@@ -33,8 +38,8 @@ class InferenceOptions:
     nms_iou: float
     amp: bool = True
     every_frame: bool = False  # False: label frames only
-    hflip: bool = False  # mirror the input; boxes are mirrored back
-    tflip: bool = False  # run time backwards (reversed frames, bins and polarities)
+    #: passes run side by side, one forward pass of len(passes) x batch_size frames per step
+    passes: tuple[Pass, ...] = ((False, False),)
 
 
 def time_reversed(frames: torch.Tensor, nbins: int) -> torch.Tensor:
@@ -64,43 +69,62 @@ class FrameDetections:
     frame_time_us: int
     label_time_us: int  # -1 when the frame is no label frame
     boxes: np.ndarray  # BOX_DTYPE, t = label time if any else frame time
+    tta_pass: int = 0  # index into InferenceOptions.passes
 
 
 @torch.inference_mode()
 def iter_frame_detections(
     model: RecurrentDetector, seqs: Sequence[SequenceData], device: torch.device, opts: InferenceOptions
 ) -> Iterator[FrameDetections]:
-    """Stream every sequence through ``model`` (states carried over) and yield detections per frame."""
+    """Stream every sequence through ``model`` (states carried over) and yield detections per
+    frame and pass. Forward and time-reversed streams advance in step: a sequence has as many
+    chunks either way, so both put the same sequences in the same slots."""
     model.eval()
     nbins = model.cfg.in_channels // 2
     width = seqs[0].frame_shape[2] if seqs else 0
+    directions = sorted({tflip for _, tflip in opts.passes})
+    streams = [inference_batches(seqs, opts.batch_size, opts.chunk_length, reverse=d) for d in directions]
     states = None
-    for batch in inference_batches(seqs, opts.batch_size, opts.chunk_length, reverse=opts.tflip):
-        batch = batch.to(device)
-        states = model.reset(states, batch.is_first)
-        length, size = batch.shape
+    for group in zip(*streams, strict=True):
+        by_dir = {d: b.to(device) for d, b in zip(directions, group, strict=True)}
+        assert all(b.sequences == group[0].sequences for b in group), "streams out of step"
+        is_first = [by_dir[tflip].is_first for _, tflip in opts.passes]
+        states = model.reset(states, is_first[0] if len(is_first) == 1 else torch.cat(is_first))
+        length, size = group[0].shape
         for t in range(length):
-            frames = batch.frames[t]
-            if opts.tflip:
-                frames = time_reversed(frames, nbins)
-            if opts.hflip:
-                frames = frames.flip(-1)
+            inputs = []
+            for hflip, tflip in opts.passes:
+                frames = by_dir[tflip].frames[t]
+                if tflip:
+                    frames = time_reversed(frames, nbins)
+                if hflip:
+                    frames = frames.flip(-1)
+                inputs.append(frames)
+            frames = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
             with autocast(device, opts.amp):
                 preds, states = model.forward_step(frames, states)
-            label_time = batch.label_time_us[t].tolist()
-            frame_time = batch.timestamps_us[t].tolist()
-            repr_index = batch.repr_index[t].tolist()
-            padded = batch.padded[t].tolist()
-            wanted = [b for b in range(size) if not padded[b] and (opts.every_frame or label_time[b] >= 0)]
-            if not wanted:
+            meta = {d: _step_meta(b, t, opts.every_frame) for d, b in by_dir.items()}
+            if not any(meta[d][3] for d in directions):
                 continue
             dets = model.predict(preds, opts.conf_threshold, opts.nms_iou)
-            for b in wanted:
-                stamp = label_time[b] if label_time[b] >= 0 else frame_time[b]
-                boxes = dets[b].to_box_array(stamp)
-                if opts.hflip:
-                    boxes = mirrored(boxes, width)
-                yield FrameDetections(batch.sequences[b], repr_index[b], frame_time[b], label_time[b], boxes)
+            for p, (hflip, tflip) in enumerate(opts.passes):
+                label_time, frame_time, repr_index, wanted = meta[tflip]
+                for b in wanted:
+                    stamp = label_time[b] if label_time[b] >= 0 else frame_time[b]
+                    boxes = dets[p * size + b].to_box_array(stamp)
+                    if hflip:
+                        boxes = mirrored(boxes, width)
+                    yield FrameDetections(
+                        by_dir[tflip].sequences[b], repr_index[b], frame_time[b], label_time[b], boxes, p
+                    )
+
+
+def _step_meta(batch: Batch, t: int, every_frame: bool) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Label times, frame times, representation indices and the wanted slots of step ``t``."""
+    label_time = batch.label_time_us[t].tolist()
+    padded = batch.padded[t].tolist()
+    wanted = [b for b in range(len(padded)) if not padded[b] and (every_frame or label_time[b] >= 0)]
+    return label_time, batch.timestamps_us[t].tolist(), batch.repr_index[t].tolist(), wanted
 
 
 def predict_sequences(
@@ -129,23 +153,22 @@ class Evaluation:
     time_tol_us: int
 
 
-def evaluate_model(
-    model: RecurrentDetector,
-    seqs: Sequence[SequenceData],
-    manifest: Manifest,
-    params: Params,
-    device: torch.device,
-    batch_size: int,
-) -> Evaluation:
-    """COCO metrics of ``model`` on ``seqs`` under the preset's Prophesee filter."""
-    opts = InferenceOptions(
+def evaluation_options(params: Params, batch_size: int) -> InferenceOptions:
+    """How evaluation runs the model: label frames only, RVT's low score threshold, no TTA."""
+    return InferenceOptions(
         batch_size=batch_size,
         chunk_length=params.loader.sequence_length,
         conf_threshold=params.train.eval_conf_threshold,
         nms_iou=params.model.nms_iou,
         amp=params.train.amp,
     )
-    preds = predict_sequences(model, seqs, device, opts)
+
+
+def score_predictions(
+    preds: Mapping[str, np.ndarray], seqs: Sequence[SequenceData], manifest: Manifest, params: Params
+) -> Evaluation:
+    """COCO metrics of per-sequence predictions (:func:`predict_sequences`) under the preset's
+    Prophesee filter."""
     gt = ground_truth(seqs)
     names = [s.name for s in seqs]
     filt = scaled_filter(params.preset.evaluation, manifest.downsample)
@@ -157,3 +180,16 @@ def evaluate_model(
         gts, dts, manifest.classes, manifest.height, manifest.width, filt, time_tol_us=tol
     )
     return Evaluation(result, names, gts, dts, filt, tol)
+
+
+def evaluate_model(
+    model: RecurrentDetector,
+    seqs: Sequence[SequenceData],
+    manifest: Manifest,
+    params: Params,
+    device: torch.device,
+    batch_size: int,
+) -> Evaluation:
+    """COCO metrics of ``model`` on ``seqs`` under the preset's Prophesee filter."""
+    preds = predict_sequences(model, seqs, device, evaluation_options(params, batch_size))
+    return score_predictions(preds, seqs, manifest, params)

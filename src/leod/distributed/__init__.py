@@ -1,0 +1,1 @@
+"""Work shared out over torch.distributed ranks (pseudo labelling and evaluation)."""
