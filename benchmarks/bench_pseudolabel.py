@@ -30,8 +30,8 @@ import torch
 from leod.config import Params, load_params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
-from leod.distributed.launch import launch_local
-from leod.distributed.shard import Ranks, process_group, rank_device
+from leod.distributed.group import Ranks, process_device, process_group
+from leod.distributed.launch import LaunchSpec, relaunch
 from leod.pseudo.label import pseudo_label_shared, tta_passes
 from leod.pseudo.store import SequenceLabels, label_arrays
 from leod.training.device import pick_device
@@ -54,9 +54,9 @@ def label_once(args: argparse.Namespace, params: Params, ranks: Ranks) -> dict |
     root = Path(args.data)
     seqs = open_sequences(root, load_manifest(root), "train")[: args.sequences]
     kept = load_split(args.split).sequences
-    device = rank_device(pick_device(args.device), ranks)
+    device = process_device(pick_device(args.device))
     model = build_model(Path(args.model), params).to(device)
-    with process_group(ranks):
+    with process_group("gloo"):
         if ranks.world_size > 1:
             torch.distributed.barrier()
         start = time.perf_counter()
@@ -98,7 +98,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rank0.json"
         start = time.perf_counter()
-        launch_local(2, [__file__, *sys.argv[1:], "--rank-result", str(out)])
+        relaunch(LaunchSpec(2), [__file__, *sys.argv[1:], "--rank-result", str(out)], "ranks")
         wall = time.perf_counter() - start
         rows["2 processes, passes in turn"] = {**json.loads(out.read_text()), "wall": wall}
     base = rows["1 process, passes in turn"]

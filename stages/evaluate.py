@@ -18,8 +18,8 @@ from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
 from leod.distributed.evaluate import evaluate_shared
-from leod.distributed.launch import is_rank, launch_local
-from leod.distributed.shard import Ranks, process_group, rank_device
+from leod.distributed.group import Ranks, process_device, process_group
+from leod.distributed.launch import LaunchSpec, relaunch
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
 from leod.evaluation.prophesee import UNDEFINED
 from leod.plumbing.atomic import save_npz, write_json
@@ -30,14 +30,13 @@ from leod.training.model_files import build_model
 
 
 def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
-    if params.shard.nproc_per_node > 1 and not is_rank():
-        launch_local(params.shard.nproc_per_node, [__file__, *argv])
+    if relaunch(LaunchSpec(params.shard.nproc_per_node), [__file__, *argv], "ranks"):
         return
     ranks = Ranks.from_env()
     root = Path(args.data)
     manifest = load_manifest(root)
     seqs = open_sequences(root, manifest, args.split)
-    device = rank_device(pick_device(params.train.device), ranks)
+    device = process_device(pick_device(params.train.device))
     model = build_model(Path(args.model), params).to(device)
     log_params = {"model": args.model, "split": args.split}
     # rank 0 alone scores, logs and writes; the others predict their share and hand it over
@@ -46,7 +45,7 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
         if ranks.is_root
         else contextlib.nullcontext()
     )
-    with tracking as tracker, process_group(ranks):
+    with tracking as tracker, process_group("gloo"):
         ev = evaluate_shared(model, seqs, manifest, params, device, params.train.eval_batch_size, ranks)
         if ev is None:
             return

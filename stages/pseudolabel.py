@@ -15,8 +15,8 @@ from pathlib import Path
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
-from leod.distributed.launch import is_rank, launch_local
-from leod.distributed.shard import Ranks, process_group, rank_device
+from leod.distributed.group import Ranks, process_device, process_group
+from leod.distributed.launch import LaunchSpec, relaunch
 from leod.plumbing.atomic import atomic_path, write_json
 from leod.plumbing.stage import parser, run
 from leod.plumbing.tracking import RunLogger, stage_run
@@ -29,8 +29,7 @@ from leod.training.model_files import build_model
 
 def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
     params = params.for_round(args.round)
-    if params.shard.nproc_per_node > 1 and not is_rank():
-        launch_local(params.shard.nproc_per_node, [__file__, *argv])
+    if relaunch(LaunchSpec(params.shard.nproc_per_node), [__file__, *argv], "ranks"):
         return
     ranks = Ranks.from_env()
     root = Path(args.data)
@@ -38,7 +37,7 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
     kept = load_split(args.split).sequences
     seqs = open_sequences(root, manifest, "train")
     check_split_names(args.split, kept, [s.name for s in seqs])
-    device = rank_device(pick_device(params.train.device), ranks)
+    device = process_device(pick_device(params.train.device))
     model = build_model(Path(args.model), params).to(device)
     log_params = {"round": args.round, "teacher": args.model, "pseudo": to_dict(params.pseudo)}
     # rank 0 alone logs and writes; the others label their share and hand it over
@@ -47,7 +46,7 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
         if ranks.is_root
         else contextlib.nullcontext()
     )
-    with tracking as tr, process_group(ranks):
+    with tracking as tr, process_group("gloo"):
         progress = ranks.is_root and not args.no_progress
         result = pseudo_label_shared(model, seqs, kept, params, device, ranks, progress=progress)
         if result is not None:

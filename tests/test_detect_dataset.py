@@ -13,6 +13,7 @@ import yaml
 from leod.config import params_from_dict
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
+from leod.evaluation.ground_truth import ground_truth
 from leod.evaluation.prophesee import evaluate_detection, scaled_filter
 from leod.labels.boxes import to_internal
 from leod.plumbing.cli import main as leod
@@ -20,7 +21,6 @@ from leod.preprocess.dataset import convert_dataset
 from leod.pseudo.store import SequenceLabels, save_pseudo_labels
 from leod.subsample import make_split
 from leod.synthetic.generate import generate_dataset
-from leod.training.inference import ground_truth
 from leod.training.loop import train
 from leod.training.model_files import save_model
 from leod.visual.clip import ClipRange, pseudo_overlay, sequence_frames

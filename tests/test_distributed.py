@@ -34,6 +34,8 @@ import yaml
 from torch import nn
 
 from leod.config import params_from_dict
+from leod.distributed import group
+from leod.distributed.launch import torchrun_command
 from leod.model.losses import LossTerms
 from leod.preprocess.dataset import convert_dataset
 from leod.synthetic.generate import generate_dataset
@@ -57,7 +59,7 @@ def free_port() -> int:
 def _blocks_worker(rank: int, port: int) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     cpu = torch.device("cpu")
-    with distributed.process_group(cpu):
+    with group.process_group("gloo"):
         x = torch.arange(24.0).reshape(6, 4)
         part = distributed.shard_slots(x)
         assert torch.equal(part, x[rank::2])
@@ -123,9 +125,8 @@ def test_batch_must_split_over_the_processes(tmp_path, capsys):
     with pytest.raises(Exception, match=r"loader.batch_size' = 6 does not split over .* 4 processes"):
         distributed.relaunch_under_torchrun(TrainConfig(nproc_per_node=4), 6)
     assert not distributed.relaunch_under_torchrun(TrainConfig(), 6)  # one process: train here
-    cmd = distributed.torchrun_command(
-        TrainConfig(nproc_per_node=2, nnodes=3, rdzv_endpoint="head:29500"), ["stages/train.py", "--x"]
-    )
+    spec = distributed.launch_spec(TrainConfig(nproc_per_node=2, nnodes=3, rdzv_endpoint="head:29500"))
+    cmd = torchrun_command(spec, ["stages/train.py", "--x"])
     assert cmd[1:] == [
         "-m",
         "torch.distributed.run",

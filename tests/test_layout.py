@@ -16,8 +16,6 @@ from import_graph import REPO, SRC, find_cycle, module_graph
 
 MAX_LINES = 450
 MAX_DOC_LINES = 8  # a module docstring says what and why; details go beside the code
-# shortened by the engineer editing it; strict: the test fails once it passes, so drop it then
-_LONG_DOC_PENDING = {"src/leod/pseudo/label.py"}
 HEAVY = ("torch", "h5py", "numba", "matplotlib")
 
 
@@ -66,12 +64,7 @@ _MODULES = sorted((SRC / "leod").rglob("*.py"))
 
 @pytest.mark.parametrize(
     "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="docstring being shortened elsewhere"))
-        if p.relative_to(REPO).as_posix() in _LONG_DOC_PENDING
-        else p
-        for p in _MODULES
-    ],
+    _MODULES,
     ids=[p.relative_to(SRC / "leod").as_posix() for p in _MODULES],
 )
 def test_module_docstring_is_short(path: Path) -> None:

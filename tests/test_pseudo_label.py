@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from leod.detect.dataset import mirrored, time_reversed
 from leod.labels.boxes import empty_boxes
 from leod.pseudo.config import PseudoConfig, TTAConfig
 from leod.pseudo.label import confident, merge_frame, target_frame, tta_passes
 from leod.pseudo.soft import soften
-from leod.training.inference import mirrored, time_reversed
 
 
 def boxes(rows):

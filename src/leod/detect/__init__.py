@@ -1,1 +1,1 @@
-"""Detection on any event recording, outside the dataset layout (:mod:`leod.detect.recording`)."""
+"""Running a detector over a preprocessed dataset (dataset.py) or any event recording (recording.py)."""

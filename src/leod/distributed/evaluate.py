@@ -10,9 +10,9 @@ import torch
 from leod.config import Params
 from leod.data.layout import Manifest
 from leod.data.sequence import SequenceData
+from leod.detect.dataset import Evaluation, evaluation_options, predict_sequences, score_predictions
 from leod.distributed.shard import Ranks, gather_arrays, in_order, share
 from leod.model.detector import RecurrentDetector
-from leod.training.inference import Evaluation, evaluation_options, predict_sequences, score_predictions
 
 
 def evaluate_shared(

@@ -1,125 +1,91 @@
-"""Start the ranks of a one-machine torch.distributed job, as ``torchrun --standalone`` does.
+"""One launcher for every multi-process stage: the stage's own command line under torchrun.
 
-A stage whose params ask for N processes and that is not already a rank (no ``WORLD_SIZE``
-in its environment) runs itself N times with torchrun's variables set (``RANK``,
-``LOCAL_RANK``, ``WORLD_SIZE``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) and
-waits. The ranks' output is relayed; when one fails the others are stopped, and its
-``error: ...`` line is raised again here so that it ends the output once, with exit
-status 2, as for a single process. Multi-node jobs are started by torchrun (or srun +
-torchrun) instead: the stage then finds ``WORLD_SIZE`` set and simply runs as its rank.
+A stage whose params ask for more than one process, and that is not already a rank, runs
+itself under ``python -m torch.distributed.run`` (standalone on one machine, a c10d
+rendezvous across machines) and waits, so dvc.yaml reads the same for 1 and N processes.
+The ranks' output passes through; a failed job ends with the first rank's ``error:`` line.
 """
 
 from __future__ import annotations
 
+import codecs
 import os
-import socket
 import subprocess
 import sys
-import threading
-import time
-from typing import BinaryIO
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
 
 from leod.plumbing.errors import LeodError
 
-_ERROR = b"error: "
 
+@dataclass(frozen=True)
+class LaunchSpec:
+    """How many processes a stage runs as, and where the ranks of several machines meet."""
 
-class RankFailed(LeodError):
-    """A rank stopped on bad input; the message is its own ``error:`` line."""
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None  # host:port of the c10d rendezvous; None: one machine
+    rdzv_id: str = "leod"
+
+    @property
+    def world(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
 
 def is_rank() -> bool:
-    """True inside a torch.distributed job (started by torchrun or by :func:`launch_local`)."""
+    """True inside a torch.distributed job (torchrun sets ``WORLD_SIZE``)."""
     return "WORLD_SIZE" in os.environ
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def torchrun_command(spec: LaunchSpec, argv: Sequence[str]) -> list[str]:
+    """``python -m torch.distributed.run ... <argv>``: ``argv`` (script first) under torchrun."""
+    if spec.rdzv_endpoint:
+        rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={spec.rdzv_endpoint}", f"--rdzv-id={spec.rdzv_id}"]
+    else:
+        rdzv = ["--standalone"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={spec.nproc_per_node}",
+        f"--nnodes={spec.nnodes}",
+        *rdzv,
+        *argv,
+    ]
 
 
-class _Relay(threading.Thread):
-    """Copies one rank's stderr to ours as it comes (progress bars included), holding back
-    its ``error:`` line; silenced once the job is being stopped."""
-
-    def __init__(self, pipe: BinaryIO, lock: threading.Lock) -> None:
-        super().__init__(daemon=True)
-        self.pipe, self.lock = pipe, lock
-        self.error: str | None = None
-        self.quiet = False
-
-    def run(self) -> None:
-        pending = b""
-        while chunk := self.pipe.read1(1 << 16):
-            pending += chunk
-            cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
-            done, pending = pending[:cut], pending[cut:]
-            for piece in done.splitlines(keepends=True):
-                self._emit(piece)
-        self._emit(pending)
-
-    def _emit(self, piece: bytes) -> None:
-        if piece.startswith(_ERROR):
-            self.error = piece[len(_ERROR) :].decode(errors="replace").strip()
-        elif piece and not self.quiet:
-            with self.lock:
-                sys.stderr.buffer.write(piece)
-                sys.stderr.buffer.flush()
-
-
-def launch_local(nproc: int, argv: list[str]) -> None:
-    """Run ``python argv`` as ranks 0..nproc-1 of one job on this machine; return when all
-    succeeded. Each rank gets an equal share of the CPU threads unless OMP_NUM_THREADS is set."""
-    port = _free_port()
-    threads = str(max(1, (os.cpu_count() or 1) // nproc))
-    lock = threading.Lock()
-    procs: list[subprocess.Popen[bytes]] = []
-    relays: list[_Relay] = []
-    sys.stdout.flush()
+def relaunch(spec: LaunchSpec, argv: Sequence[str] | None = None, what: str = "processes") -> bool:
+    """Run ``argv`` (default ``sys.argv``) under torchrun when ``spec`` asks for more than one
+    process and this is not already a rank. True when the ranks did the work (the caller has
+    nothing left to do); False when the caller should do it itself."""
+    if spec.world == 1 or is_rank():
+        return False
+    cmd = torchrun_command(spec, list(sys.argv if argv is None else argv))
+    print(f"launching {spec.world} {what}: {' '.join(cmd[1:])}", flush=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     try:
-        for rank in range(nproc):
-            env = {
-                **os.environ,
-                "RANK": str(rank),
-                "LOCAL_RANK": str(rank),
-                "WORLD_SIZE": str(nproc),
-                "LOCAL_WORLD_SIZE": str(nproc),
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-            }
-            env.setdefault("OMP_NUM_THREADS", threads)
-            proc = subprocess.Popen([sys.executable, *argv], env=env, stderr=subprocess.PIPE)
-            procs.append(proc)
-            relays.append(_Relay(proc.stderr, lock))  # type: ignore[arg-type]
-            relays[-1].start()
-        failed = _wait_first_failure(procs)
-    finally:
-        for relay, proc in zip(relays, procs, strict=False):
-            if proc.poll() is None:
-                relay.quiet = True
-                proc.terminate()
-        for proc in procs:
-            proc.wait()
-        for relay in relays:
-            relay.join()
-    if failed is None:
-        return
-    code, error = procs[failed].returncode, relays[failed].error
-    where = f"rank {failed} of {nproc}"
-    if error is not None:
-        raise RankFailed(f"{error} ({where})")
-    print(f"{where} failed with exit status {code}", file=sys.stderr, flush=True)
-    raise SystemExit(code if code > 0 else 1)
+        errors = _pass_through(proc.stderr)  # type: ignore[arg-type]
+        status = proc.wait()
+    except BaseException:  # Ctrl-C or SIGTERM: torchrun forwards the signal to its ranks
+        proc.terminate()
+        proc.wait()
+        raise
+    if status != 0:
+        why = errors[0] if errors else "see the ranks' output above"
+        raise LeodError(f"{why} (torchrun exit status {status})")
+    return True
 
 
-def _wait_first_failure(procs: list[subprocess.Popen[bytes]]) -> int | None:
-    """The first rank seen failing, or None once all have exited cleanly."""
-    while True:
-        codes = [p.poll() for p in procs]
-        for rank, code in enumerate(codes):
-            if code not in (None, 0):
-                return rank
-        if all(c == 0 for c in codes):
-            return None
-        time.sleep(0.1)
+def _pass_through(stream: IO[bytes]) -> list[str]:
+    """Copy ``stream`` to stderr as it comes (progress bars too); its ``error:`` lines."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    errors: list[str] = []
+    pending = ""
+    for chunk in iter(lambda: os.read(stream.fileno(), 1 << 16), b""):
+        text = decoder.decode(chunk)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+        *lines, pending = (pending + text).split("\n")
+        errors += [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    return errors

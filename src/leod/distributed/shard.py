@@ -1,64 +1,30 @@
 """Sequences shared out over the ranks of a torch.distributed job, results united on rank 0.
 
-Inference stages (pseudolabel, evaluate) split whole sequences across ranks: each rank
-streams its sequences with its own recurrent states, then every rank's result travels to
-rank 0 as plain numpy arrays (an in-memory npz, read back without pickle), where the
-caller reassembles them in the single-process order. A batch always holds ``batch_size``
-slots (padded when sequences run out), so each sequence meets the same kernels, and the
-united result is byte-identical to one process's (tests/test_shard.py).
-
-A rank learns its place from the environment ``torchrun`` (and :mod:`leod.distributed.launch`)
-sets: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``. Without
-them the process is the only rank and nothing is exchanged. Only CPU bytes are exchanged,
-once, at the end, so the group is gloo on CPU and GPU machines alike.
+pseudolabel and evaluate split whole sequences across ranks (balanced by frame count); each
+rank streams its own with its own recurrent state, then sends rank 0 plain numpy arrays (an
+in-memory npz read without pickle, over gloo on CPU and GPU alike), which puts them back in
+the single-process order: the result is byte-identical to one process's (tests/test_shard.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from leod.distributed.group import Ranks
+
 T = TypeVar("T")
 S = TypeVar("S", bound="HasFrames")
-
-#: how long a rank that finished its share waits for the others at the gather (shares are
-#: balanced by frame count, but a slow rank at 1Mpx on CPU may lag by hours)
-GATHER_TIMEOUT = timedelta(hours=12)
 
 
 class HasFrames(Protocol):
     @property
     def num_frames(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's place in the job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_root(self) -> bool:
-        return self.rank == 0
-
-    @staticmethod
-    def from_env() -> Ranks:
-        """The place torchrun's variables give; the single rank when they are absent."""
-        if "WORLD_SIZE" not in os.environ:
-            return Ranks()
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        return Ranks(rank, world, int(os.environ.get("LOCAL_RANK", rank)))
 
 
 def assign(lengths: Sequence[int], world_size: int) -> list[list[int]]:
@@ -76,28 +42,6 @@ def assign(lengths: Sequence[int], world_size: int) -> list[list[int]]:
 def share(seqs: Sequence[S], ranks: Ranks) -> list[S]:
     """The sequences (anything with ``num_frames``) this rank takes, balanced by frame count."""
     return [seqs[i] for i in assign([s.num_frames for s in seqs], ranks.world_size)[ranks.rank]]
-
-
-def rank_device(device: torch.device, ranks: Ranks) -> torch.device:
-    """One GPU per local rank (ranks beyond the GPU count share them round-robin)."""
-    if device.type != "cuda" or ranks.world_size == 1:
-        return device
-    index = ranks.local_rank % torch.cuda.device_count()
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
-@contextlib.contextmanager
-def process_group(ranks: Ranks) -> Iterator[None]:
-    """The gloo group of a multi-rank job for the duration of the block (nothing for one rank)."""
-    if ranks.world_size == 1:
-        yield
-        return
-    dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world_size, timeout=GATHER_TIMEOUT)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
 
 
 def _pack(arrays: Mapping[str, np.ndarray]) -> torch.Tensor:

@@ -67,9 +67,9 @@ def check_sequence(root: Path) -> SequenceData:
 
 def pipeline_detections(model_dir: Path, seq: SequenceData, count: int, device: torch.device) -> pd.DataFrame:
     """The detections of the first ``count`` frames of ``seq`` by the pipeline's inference path
-    (:func:`leod.training.inference.iter_frame_detections`), laid out as :mod:`leod.plumbing.serving`'s."""
+    (:func:`leod.detect.dataset.iter_frame_detections`), laid out as :mod:`leod.plumbing.serving`'s."""
+    from leod.detect.dataset import InferenceOptions, iter_frame_detections
     from leod.plumbing.serving import detection_table
-    from leod.training.inference import InferenceOptions, iter_frame_detections
 
     model, _ = load_model(model_dir)
     opts = InferenceOptions(

@@ -1,17 +1,9 @@
 """Pseudo labels for every training frame from the previous round's detector (LEOD).
 
-For each training sequence:
-
-1. stream it through the model in up to four test-time passes (as is, mirrored,
-   time-reversed, both); mirrored boxes are mirrored back and a time-reversed prediction
-   made at representation ``k`` is moved to frame ``k + tflip_offset``;
-2. merge the passes per frame with class-wise NMS, then keep a box when its objectness
-   and class confidence exceed its class's thresholds and its geometry is plausible;
-3. frames whose ground truth the split kept use exactly that ground truth instead;
-4. the linear tracker turns boxes of short tracks into ignore regions and inpaints ignore
-   boxes where a long track was missed.
-
-Coordinates are converted back to sensor pixels so the result reads like any label file.
+Per training sequence: test-time passes (as is, mirrored, time-reversed, both) merged by
+class-wise NMS and filtered by per-class thresholds; frames whose ground truth the split
+kept use that ground truth; the linear tracker turns short tracks into ignore regions and
+inpaints missed boxes of long tracks. Boxes come out in sensor pixels, like any label file.
 """
 
 from __future__ import annotations
@@ -26,6 +18,7 @@ import torch
 
 from leod.config import Params
 from leod.data.sequence import SequenceData
+from leod.detect.dataset import InferenceOptions, iter_frame_detections
 from leod.distributed.shard import Ranks, gather_arrays, in_order, share
 from leod.labels.boxes import BOX_DTYPE, clip_to_frame, to_sensor_pixels
 from leod.model.detector import RecurrentDetector
@@ -34,7 +27,6 @@ from leod.plumbing.progress import progress_bar
 from leod.pseudo.config import PseudoConfig
 from leod.pseudo.store import SequenceLabels, label_arrays, labels_from_arrays
 from leod.pseudo.tracker import TrackStats, track_filter
-from leod.training.inference import InferenceOptions, iter_frame_detections
 
 log = logging.getLogger("leod.pseudo")
 

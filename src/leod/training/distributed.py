@@ -1,4 +1,4 @@
-"""Data-parallel training with torch.distributed: launch, process group, sharding, reductions.
+"""Data-parallel training with torch.distributed: batch slots, reductions, DDP, synced BatchNorm.
 
 ``loader.batch_size`` is the global batch: every rank trains its share of each batch's
 slots, keeps the LSTM states of its own streaming slots, and the loss is normalised by the
@@ -9,61 +9,34 @@ training computes: every helper is the identity.
 
 from __future__ import annotations
 
-import codecs
-import contextlib
-import datetime
-import os
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from typing import IO
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from leod.plumbing.errors import ConfigError, LeodError
+from leod.distributed.group import Ranks
+from leod.distributed.launch import LaunchSpec, relaunch
+from leod.plumbing.errors import ConfigError
 from leod.training.config import TrainConfig
-
-#: how long ranks wait for each other (rank 0 validates alone while the others wait)
-TIMEOUT = datetime.timedelta(hours=3)
 
 
 def world_size() -> int:
-    """Processes taking part (torchrun's ``WORLD_SIZE``; 1 outside torchrun)."""
-    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    return Ranks.from_env().world_size
 
 
 def rank() -> int:
-    """This process's global rank (0 outside torchrun)."""
-    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    return Ranks.from_env().rank
 
 
 def is_main() -> bool:
     """Rank 0: the only process that writes models, checkpoints, metrics and MLflow runs."""
-    return rank() == 0
+    return Ranks.from_env().is_root
 
 
-def launch_world(tcfg: TrainConfig) -> int:
-    """The number of processes the params ask for."""
-    return tcfg.nproc_per_node * tcfg.nnodes
-
-
-def torchrun_command(tcfg: TrainConfig, argv: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run ... <argv>``: ``argv`` (script first) under torchrun."""
-    if tcfg.rdzv_endpoint:
-        rdzv = ["--rdzv-backend=c10d", f"--rdzv-endpoint={tcfg.rdzv_endpoint}", f"--rdzv-id={tcfg.rdzv_id}"]
-    else:
-        rdzv = ["--standalone"]
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={tcfg.nproc_per_node}",
-        f"--nnodes={tcfg.nnodes}",
-        *rdzv,
-        *argv,
-    ]
+def launch_spec(tcfg: TrainConfig) -> LaunchSpec:
+    """The processes and rendezvous the params ask for."""
+    return LaunchSpec(tcfg.nproc_per_node, tcfg.nnodes, tcfg.rdzv_endpoint, tcfg.rdzv_id)
 
 
 def check_batch_split(batch_size: int, world: int) -> None:
@@ -76,74 +49,11 @@ def check_batch_split(batch_size: int, world: int) -> None:
 
 
 def relaunch_under_torchrun(tcfg: TrainConfig, batch_size: int, argv: Sequence[str] | None = None) -> bool:
-    """Run this process's command line (``argv``, default ``sys.argv``) under torchrun when the
-    params ask for more than one process and this is not already a torchrun worker.
-
-    So ``dvc.yaml`` reads the same for 1 and N processes; the workers see torchrun's
-    ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and train (gloo on CPU, NCCL on CUDA, one GPU each).
-
-    Returns True when the workers did the work (this process has nothing left to do), False
-    when the caller should train itself. A failed run ends with one error line here: the
-    first ``error:`` line of a worker (the workers' output passes through unchanged).
-    """
-    check_batch_split(batch_size, launch_world(tcfg))
-    if launch_world(tcfg) == 1 or "WORLD_SIZE" in os.environ:
-        return False
-    cmd = torchrun_command(tcfg, list(sys.argv if argv is None else argv))
-    print(f"launching {launch_world(tcfg)} training processes: {' '.join(cmd[1:])}", flush=True)
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
-    try:
-        errors = _pass_through(proc.stderr)  # type: ignore[arg-type]
-        status = proc.wait()
-    except BaseException:  # Ctrl-C or SIGTERM: torchrun forwards the signal to its workers
-        proc.terminate()
-        proc.wait()
-        raise
-    if status != 0:
-        why = errors[0] if errors else "see the ranks' output above"
-        raise LeodError(f"{why} (torchrun exit status {status})")
-    return True
-
-
-def _pass_through(stream: IO[bytes]) -> list[str]:
-    """Copy ``stream`` to stderr as it comes (progress bars too); its ``error:`` lines."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    errors: list[str] = []
-    pending = ""
-    for chunk in iter(lambda: os.read(stream.fileno(), 1 << 16), b""):
-        text = decoder.decode(chunk)
-        sys.stderr.write(text)
-        sys.stderr.flush()
-        *lines, pending = (pending + text).split("\n")
-        errors += [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
-    return errors
-
-
-def process_device(device: torch.device) -> torch.device:
-    """A torchrun worker's own GPU (``cuda:LOCAL_RANK``); ``device`` unchanged otherwise."""
-    if device.type != "cuda" or world_size() == 1:
-        return device
-    local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    torch.cuda.set_device(local)
-    return local
-
-
-@contextlib.contextmanager
-def process_group(device: torch.device) -> Iterator[None]:
-    """The process group of a torchrun worker for the duration of training (nothing alone)."""
-    if world_size() == 1 or dist.is_initialized():
-        yield
-        return
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    """The training stage under torchrun when the params ask for more than one process
+    (:func:`leod.distributed.launch.relaunch`); True when its ranks trained."""
+    spec = launch_spec(tcfg)
+    check_batch_split(batch_size, spec.world)
+    return relaunch(spec, argv, "training processes")
 
 
 def shard_slots(x: Tensor) -> Tensor:

@@ -26,6 +26,8 @@ from leod.data.layout import load_manifest
 from leod.data.loader import iterate_batches
 from leod.data.sampling import TrainSampler
 from leod.data.sequence import LabelArrays, LabelFiles, open_sequences
+from leod.detect.dataset import evaluate_model
+from leod.distributed import group
 from leod.model.convlstm import LstmStates
 from leod.model.detector import RecurrentDetector
 from leod.model.losses import LossTerms
@@ -36,7 +38,6 @@ from leod.plumbing.tracking import NullTracker
 from leod.training import distributed
 from leod.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from leod.training.device import autocast, grad_scaler, pick_device, prepare_for_gpu
-from leod.training.inference import evaluate_model
 from leod.training.model_files import BEST_WEIGHTS, load_into, load_weights
 from leod.training.recipe import recipe_digest
 
@@ -173,8 +174,8 @@ def train(
     the scratch checkpoint) for the caller to publish, then :func:`clear_scratch`.
 
     Under torchrun, ranks other than 0 return a result without best weights."""
-    device = distributed.process_device(pick_device(params.train.device))
-    with distributed.process_group(device):
+    device = group.process_device(pick_device(params.train.device))
+    with group.process_group(group.backend_for(device)):
         return _train(
             params,
             data_root,
@@ -306,7 +307,7 @@ def _train(
         """COCO AP on the val split, on rank 0 (the other ranks wait; they return NaN)."""
         nonlocal best_ap, best_step, best_weights
         if not main:
-            distributed.barrier()
+            group.barrier()
             return math.nan
         result = evaluate_model(model, val_seqs, manifest, params, device, tcfg.eval_batch_size).result
         model.train()
@@ -314,7 +315,7 @@ def _train(
         tracker.log_metrics({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
         if ap > best_ap:
             best_ap, best_step, best_weights = ap, step, cpu_copy(model)
-        distributed.barrier()
+        group.barrier()
         return ap
 
     # -- loop

@@ -8,7 +8,7 @@ import torch
 
 from leod.data.layout import load_manifest
 from leod.data.sequence import SequenceData
-from leod.training.inference import InferenceOptions, iter_frame_detections
+from leod.detect.dataset import InferenceOptions, iter_frame_detections
 from leod.training.model_files import load_model
 from leod.visual.clip import ClipRange, Overlay, find_split
 from leod.visual.draw import PRED_COLOR, BoxStyle
