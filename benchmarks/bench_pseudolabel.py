@@ -1,6 +1,6 @@
 """Pseudo-labelling throughput: frames per second of the whole pseudolabel@rK computation, in one
 process and in two (torch.distributed ranks, as ``shard.nproc_per_node: 2`` runs it), and with the
-TTA passes one after the other or side by side in one batch (``pseudo.batch_tta``, the default).
+TTA passes one after the other or side by side in one batch (``pseudo.batch_tta``).
 
 Runs :func:`leod.pseudo.label.pseudo_label_shared` (all TTA passes, merge, thresholds, tracker)
 on the first training sequences of the preprocessed dataset with a trained model (default

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -78,14 +79,18 @@ def relaunch(spec: LaunchSpec, argv: Sequence[str] | None = None, what: str = "p
 
 
 def _pass_through(stream: IO[bytes]) -> list[str]:
-    """Copy ``stream`` to stderr as it comes (progress bars too); its ``error:`` lines."""
+    """Copy ``stream`` to stderr as it comes (progress bars redraw on ``\\r``), holding back
+    its ``error:`` lines: they are returned, and the first ends the output once."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     errors: list[str] = []
     pending = ""
     for chunk in iter(lambda: os.read(stream.fileno(), 1 << 16), b""):
-        text = decoder.decode(chunk)
-        sys.stderr.write(text)
+        *pieces, pending = re.split(r"(?<=[\r\n])", pending + decoder.decode(chunk))
+        for piece in pieces:
+            if piece.startswith("error: "):
+                errors.append(piece.removeprefix("error: ").rstrip())
+            else:
+                sys.stderr.write(piece)
         sys.stderr.flush()
-        *lines, pending = (pending + text).split("\n")
-        errors += [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    sys.stderr.write(pending)
     return errors

@@ -40,8 +40,8 @@ class PseudoConfig:
     skip_first_frames: int = field(default=1, metadata=rng(ge=0))
     batch_size: int = field(default=8, metadata=rng(ge=1))
     #: run the TTA passes side by side (one forward of passes x batch_size frames) instead of
-    #: one after the other: the same label bytes, measured (tests/test_shard.py, docs/scaling.md)
-    batch_tta: bool = True
+    #: one after the other: faster; the same label bytes on one thread, not on several
+    batch_tta: bool = False
     # LEOD's linear tracker: boxes of short tracks become ignore regions, misses are inpainted
     #: class-aware greedy IoU matching threshold
     track_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
