@@ -17,7 +17,7 @@ from pathlib import Path
 from leod.config import Params
 from leod.data.layout import load_manifest
 from leod.data.sequence import open_sequences
-from leod.distributed.evaluate import evaluate_shared
+from leod.detect.dataset import evaluate_model
 from leod.distributed.group import Ranks, process_device, process_group
 from leod.distributed.launch import LaunchSpec, relaunch
 from leod.evaluation.confusion import confusion_matrix, write_confusion_csv
@@ -46,7 +46,7 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
         else contextlib.nullcontext()
     )
     with tracking as tracker, process_group("gloo"):
-        ev = evaluate_shared(model, seqs, manifest, params, device, params.train.eval_batch_size, ranks)
+        ev = evaluate_model(model, seqs, manifest, params, device, params.train.eval_batch_size, ranks)
         if ev is None:
             return
         matrix = confusion_matrix(

@@ -18,6 +18,8 @@ from leod.data.batch import Batch
 from leod.data.layout import Manifest
 from leod.data.loader import inference_batches
 from leod.data.sequence import SequenceData
+from leod.distributed.group import Ranks
+from leod.distributed.shard import gather_arrays, in_order, share
 from leod.evaluation.config import EvalFilter
 from leod.evaluation.ground_truth import ground_truth
 from leod.evaluation.prophesee import EvalResult, evaluate_detection, scaled_filter
@@ -189,7 +191,13 @@ def evaluate_model(
     params: Params,
     device: torch.device,
     batch_size: int,
-) -> Evaluation:
-    """COCO metrics of ``model`` on ``seqs`` under the preset's Prophesee filter."""
-    preds = predict_sequences(model, seqs, device, evaluation_options(params, batch_size))
-    return score_predictions(preds, seqs, manifest, params)
+    ranks: Ranks | None = None,
+) -> Evaluation | None:
+    """COCO metrics of ``model`` on ``seqs`` under the preset's Prophesee filter. Over several
+    ranks each predicts its share and rank 0 scores them all (None on the other ranks)."""
+    ranks = ranks or Ranks()
+    preds = predict_sequences(model, share(seqs, ranks), device, evaluation_options(params, batch_size))
+    parts = gather_arrays(preds, ranks)
+    if parts is None:
+        return None
+    return score_predictions(in_order(parts, [s.name for s in seqs]), seqs, manifest, params)

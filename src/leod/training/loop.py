@@ -309,7 +309,9 @@ def _train(
         if not main:
             group.barrier()
             return math.nan
-        result = evaluate_model(model, val_seqs, manifest, params, device, tcfg.eval_batch_size).result
+        ev = evaluate_model(model, val_seqs, manifest, params, device, tcfg.eval_batch_size)
+        assert ev is not None  # one rank: the result is here
+        result = ev.result
         model.train()
         ap = result.metrics["AP"]
         tracker.log_metrics({f"val/{k}": v for k, v in result.metrics.items()}, step=step)
