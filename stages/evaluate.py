@@ -10,7 +10,6 @@ Example (what `dvc repro evaluate@r0` runs):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -40,12 +39,12 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
     model = build_model(Path(args.model), params).to(device)
     log_params = {"model": args.model, "split": args.split}
     # rank 0 alone scores, logs and writes; the others predict their share and hand it over
-    tracking = (
-        stage_run(f"evaluate_{args.name}", log_params, params.tracking.experiment, round_name=args.name)
-        if ranks.is_root
-        else contextlib.nullcontext()
-    )
-    with tracking as tracker, process_group("gloo"):
+    with (
+        stage_run(
+            f"evaluate_{args.name}", log_params, params.tracking.experiment, round_name=args.name
+        ) as tracker,
+        process_group("gloo"),
+    ):
         ev = evaluate_model(model, seqs, manifest, params, device, params.train.eval_batch_size, ranks)
         if ev is None:
             return

@@ -8,7 +8,6 @@ Example (what `dvc repro pseudolabel@r1` runs):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -41,12 +40,12 @@ def body(args: argparse.Namespace, params: Params, argv: list[str]) -> None:
     model = build_model(Path(args.model), params).to(device)
     log_params = {"round": args.round, "teacher": args.model, "pseudo": to_dict(params.pseudo)}
     # rank 0 alone logs and writes; the others label their share and hand it over
-    tracking = (
-        stage_run(f"pseudolabel_{args.round}", log_params, params.tracking.experiment, round_name=args.round)
-        if ranks.is_root
-        else contextlib.nullcontext()
-    )
-    with tracking as tr, process_group("gloo"):
+    with (
+        stage_run(
+            f"pseudolabel_{args.round}", log_params, params.tracking.experiment, round_name=args.round
+        ) as tr,
+        process_group("gloo"),
+    ):
         progress = ranks.is_root and not args.no_progress
         result = pseudo_label_shared(model, seqs, kept, params, device, ranks, progress=progress)
         if result is not None:

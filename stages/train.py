@@ -24,7 +24,6 @@ Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from leod.config import Params
 from leod.data.sequence import load_split
 from leod.plumbing.atomic import check_writable
 from leod.plumbing.stage import parser, run
-from leod.plumbing.tracking import NullTracker, stage_run
+from leod.plumbing.tracking import stage_run
 from leod.pseudo.gate import gate_reason, read_quality
 from leod.pseudo.soft import training_labels
 from leod.pseudo.store import LABELS_FILE, load_pseudo_labels
@@ -80,13 +79,9 @@ def body(args: argparse.Namespace, params: Params) -> None:
     prev = Path(args.prev) if args.prev else None
     init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
     log_params = _params_for_log(params)
-    # under torchrun, rank 0 alone tracks and publishes
-    tracking = (
-        stage_run(f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round)
-        if is_main()
-        else contextlib.nullcontext(NullTracker())
-    )
-    with tracking as tracker:
+    with stage_run(
+        f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round
+    ) as tracker:  # under torchrun, rank 0 alone tracks and publishes
         result = train(
             params,
             Path(args.data),

@@ -313,6 +313,19 @@ def test_disabled_tracking_is_a_no_op(repo: Path, monkeypatch: pytest.MonkeyPatc
     assert not (repo / "mlruns").exists()  # the store was never opened
 
 
+def test_ranks_other_than_0_log_nothing(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun (RANK set) only rank 0 opens the store and records the stage."""
+    monkeypatch.setenv("LEOD_TRACKING", "1")
+    monkeypatch.setenv("RANK", "1")
+    db_before = (repo / "mlflow.db").read_bytes()
+    with stage_run("train", {"a": 1}, "leod-test") as tracker:
+        assert isinstance(tracker, NullTracker)
+    assert (repo / "mlflow.db").read_bytes() == db_before
+    monkeypatch.setenv("RANK", "0")
+    with stage_run("train", {"a": 1}, "leod-test") as tracker:
+        assert not isinstance(tracker, NullTracker)
+
+
 def test_import_does_not_load_mlflow() -> None:
     code = "import sys, leod.plumbing.tracking; print('mlflow' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)

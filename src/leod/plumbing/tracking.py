@@ -255,7 +255,8 @@ def stage_run(
     escapes (the exception is re-raised). The store is opened first, so an unwritable
     store fails the stage before any training starts.
     """
-    if not tracking_enabled():
+    # a torch.distributed job's ranks other than 0 (torchrun's RANK) log nothing: rank 0 records the stage
+    if not tracking_enabled() or os.environ.get("RANK", "0") != "0":
         yield NullTracker()
         return
     client, uri, experiment_id = open_store(experiment_name, root)
