@@ -23,7 +23,7 @@ import torch
 from leod.data.config import DatasetPreset
 from leod.events import open_recording
 from leod.events.types import Events
-from leod.labels.boxes import EVALUATOR_DTYPE, empty_boxes, representation_size, to_sensor_pixels
+from leod.labels.boxes import empty_boxes, representation_size, to_evaluator, to_sensor_pixels
 from leod.model.detector import RecurrentDetector
 from leod.plumbing.errors import DataFormatError
 from leod.plumbing.progress import progress_bar
@@ -165,7 +165,4 @@ def detect_recording(
                 f"{n_events / elapsed:,.0f} ev/s, {frames / elapsed:.1f} frames/s", refresh=False
             )
     boxes = np.concatenate(parts) if parts else empty_boxes()
-    out = np.zeros(len(boxes), EVALUATOR_DTYPE)
-    for name in EVALUATOR_DTYPE.names:
-        out[name] = boxes[name]
-    return DetectResult(out, frames, n_events, time.perf_counter() - began)
+    return DetectResult(to_evaluator(boxes), frames, n_events, time.perf_counter() - began)

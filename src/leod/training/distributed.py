@@ -92,7 +92,8 @@ def all_true(flag: bool, device: torch.device) -> bool:
 
 
 def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
-    """``module`` in DistributedDataParallel with synchronised BatchNorm; itself alone.
+    """``module`` in DistributedDataParallel (its BatchNorm already synced by
+    :func:`convert_sync_batchnorm`); itself alone.
 
     Every parameter takes part in every step that updates (a rank without supervised frames
     still runs the head on an empty batch), so no unused-parameter search is needed. The
@@ -101,7 +102,6 @@ def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
     """
     if world_size() == 1:
         return module
-    module = convert_sync_batchnorm(module)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 

@@ -221,8 +221,10 @@ def _train(
     model = RecurrentDetector(cfg).to(device)
     if init_weights is not None:
         load_into(model, load_weights(init_weights, params), init_weights / BEST_WEIGHTS)
+    if world > 1:
+        distributed.convert_sync_batchnorm(model)  # before compiling: the graph sees the synced layers
     prepare_for_gpu(model, device, tcfg)
-    batch_loss = distributed.wrap_ddp(BatchLoss(model), device)  # DDP (and synced BatchNorm) under torchrun
+    batch_loss = distributed.wrap_ddp(BatchLoss(model), device)  # DDP under torchrun
     optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,

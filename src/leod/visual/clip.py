@@ -77,7 +77,7 @@ def pseudo_overlay(path: Path, seq: SequenceData, classes: Sequence[str]) -> Ove
     labels = load_pseudo_labels(path)
     if seq.name not in labels:
         raise ConfigError(f"{path}: no pseudo labels for {seq.name} (a round labels the train split only)")
-    style = BoxStyle(PSEUDO_COLOR, tuple(classes), score_field="class_confidence")
+    style = BoxStyle(PSEUDO_COLOR, tuple(classes))
     return Overlay(f"pseudo labels {path.parent.name}", style, pseudo=labels[seq.name])
 
 

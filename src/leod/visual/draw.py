@@ -7,6 +7,7 @@ size are put side by side under a title bar by :func:`side_by_side`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,12 +49,16 @@ def zoom_for(width: int, target: int = 384) -> int:
 
 @dataclass(frozen=True)
 class BoxStyle:
-    """How one set of boxes is drawn: colour, and whether to write class and score."""
+    """How one set of boxes is drawn: colour, class names, and which score to write."""
 
     color: tuple[int, int, int]
     classes: Sequence[str] = ()
-    label: bool = True
     score_field: str | None = "class_confidence"  # None: no score written
+
+
+@functools.cache
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()  # loaded once: it is drawn on every frame
 
 
 def _label(box: np.void, style: BoxStyle) -> str:
@@ -69,13 +74,13 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, style: BoxStyle, zoom: int 
     x, y, w, h, class_id) drawn on it; boxes flagged ``ignore`` are drawn thin and unlabelled."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
+    font = _font()
     ignore = boxes["ignore"] if "ignore" in (boxes.dtype.names or ()) else np.zeros(len(boxes), bool)
     for box, skip in zip(boxes, ignore, strict=True):
         x0, y0 = float(box["x"]) * zoom, float(box["y"]) * zoom
         x1, y1 = x0 + float(box["w"]) * zoom, y0 + float(box["h"]) * zoom
         draw.rectangle((x0, y0, x1, y1), outline=style.color, width=1 if skip else 2)
-        if style.label and not skip:
+        if not skip:
             text = _label(box, style)
             left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
             lift = bottom - top + 2 if top - (bottom - top + 2) >= 0 else -2  # inside at the top edge
@@ -98,7 +103,7 @@ def side_by_side(panels: Sequence[np.ndarray], titles: Sequence[str], gap: int =
     height = h + TITLE_HEIGHT
     canvas = Image.new("RGB", (width + width % 2, height + height % 2), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default()
+    font = _font()
     for i, (panel, title) in enumerate(zip(panels, titles, strict=True)):
         left = i * (w + gap)
         canvas.paste(Image.fromarray(panel), (left, TITLE_HEIGHT))
