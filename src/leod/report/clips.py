@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from leod.data.layout import load_manifest
+from leod.data.layout import Manifest, load_manifest
 from leod.data.sequence import SequenceData
-from leod.visual.clip import ClipRange, render_clip
+from leod.visual.clip import ClipRange, write_clip
 
 CLIP_DIR = "clips"
 CLIP_FRAMES = 40  # 2 s at 50 ms: a few seconds of run time for the whole report
@@ -35,9 +35,10 @@ def clip_span(seq: SequenceData, min_time_us: int, frames: int = CLIP_FRAMES) ->
     return ClipRange(max(0, min(first, seq.num_frames - frames)), frames)
 
 
-def _busiest(data: Path, names: Sequence[str], min_time_us: int) -> tuple[SequenceData, ClipRange]:
+def _busiest(
+    data: Path, manifest: Manifest, names: Sequence[str], min_time_us: int
+) -> tuple[SequenceData, ClipRange]:
     """The train sequence with the most ground-truth boxes in its clip (the first on ties)."""
-    manifest = load_manifest(data)
     best: tuple[int, SequenceData, ClipRange] | None = None
     for name in names:
         seq = SequenceData(manifest.sequence(data, "train", name))
@@ -53,12 +54,13 @@ def write_round_clips(inputs: ClipInputs, out_dir: Path) -> tuple[dict[str, str]
     """``<out_dir>/clips/<round>.gif`` for each round with pseudo labels, all of the train
     sequence with the most ground truth in its clip; returns {path relative to out_dir:
     caption} and notes on rounds without."""
-    names = load_manifest(inputs.data).splits.get("train", [])
+    manifest = load_manifest(inputs.data)
+    names = manifest.splits.get("train", [])
     figures: dict[str, str] = {}
     notes: list[str] = []
     if not names or not inputs.rounds:
         return figures, notes
-    seq, span = _busiest(inputs.data, names, inputs.min_time_us)
+    seq, span = _busiest(inputs.data, manifest, names, inputs.min_time_us)
     stop = span.stop(seq)
     for name in inputs.rounds:
         labels = inputs.pseudo_root / name / "labels.npz"
@@ -66,7 +68,7 @@ def write_round_clips(inputs: ClipInputs, out_dir: Path) -> tuple[dict[str, str]
             notes.append(f"`{labels}` not found: no clip of round {name}")
             continue
         rel = f"{CLIP_DIR}/{name}.gif"
-        render_clip(inputs.data, seq.name, out_dir / rel, span, labels)
+        write_clip(seq, manifest, out_dir / rel, span, labels)
         t0, t1 = seq.timestamps_us[span.start] / 1e6, seq.timestamps_us[stop - 1] / 1e6
         figures[rel] = (
             f"Round {name}: {seq.name} from {t0:.2f} to {t1:.2f} s, ground truth (green) beside the "

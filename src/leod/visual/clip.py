@@ -124,11 +124,23 @@ def render_clip(
     pseudo: Path | None = None,
     predictions: Overlay | None = None,
 ) -> int:
-    """Write the clip of one dataset sequence into ``out`` (from :func:`video_target`): ground
-    truth, the pseudo labels in ``pseudo`` (a round's labels.npz, titled by its folder) and
-    ``predictions``, side by side, at the dataset's frame rate; returns the frames written."""
+    """Write the clip of one dataset sequence, named, into ``out`` (see :func:`write_clip`)."""
     manifest = load_manifest(data)
     seq = SequenceData(manifest.sequence(data, find_split(manifest, data, sequence), sequence))
+    return write_clip(seq, manifest, out, span, pseudo, predictions)
+
+
+def write_clip(
+    seq: SequenceData,
+    manifest: Manifest,
+    out: Path,
+    span: ClipRange,
+    pseudo: Path | None = None,
+    predictions: Overlay | None = None,
+) -> int:
+    """Write the clip of ``seq`` into ``out`` (from :func:`video_target`): ground truth, the
+    pseudo labels in ``pseudo`` (a round's labels.npz, titled by its folder) and
+    ``predictions``, side by side, at the dataset's frame rate; returns the frames written."""
     span.stop(seq)  # a bad range fails before anything is drawn
     overlays = []
     if pseudo is not None:
