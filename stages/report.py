@@ -56,6 +56,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         for path in written:
             tr.log_artifact(path, "report")
         tr.log_metrics({f"gap_closed/{r.name}": r.gap_closed for r in rows if r.gap_closed is not None})
+        tr.log_metrics({f"gain/{r.name}": r.gain for r in rows if r.gain is not None})
     missing = sum(len(r.missing) for r in rows)
     print(f"wrote {written[0]} ({len(rows)} runs, {missing} missing input file(s))")
 

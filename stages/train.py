@@ -3,6 +3,8 @@
 --split trains on the kept ground truth of a subsample split (or "full": every label);
 --pseudo trains a self-training round on GT + the round's pseudo labels, with LEOD's soft
 thresholds, after the quality gate (a gated round carries the previous model forward).
+A round's control (control@rK) is --round with --split: the round's params, initialisation
+and steps on the sparse ground truth only.
 With selftrain.teacher set, --baseline (train_r0) publishes that imported model instead of
 training; train.init_from starts every run that would start from random weights from an
 imported model instead.
@@ -19,6 +21,10 @@ Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
   python stages/train.py --name r1 --round r1 --data data/preprocessed --pseudo pseudo/r1 \
       --quality metrics/pseudo_r1.json --prev models/r0 --imported models/imported \
       --model models/r1 --ckpt checkpoints/r1 --metrics metrics/train_r1.json --curves reports/r1
+  python stages/train.py --name control_r1 --round r1 --data data/preprocessed \
+      --split data/splits/train_split.json --prev models/r0 --imported models/imported \
+      --model models/control_r1 --ckpt checkpoints/control_r1 \
+      --metrics metrics/train_control_r1.json --curves reports/control_r1
 """
 
 from __future__ import annotations
@@ -94,15 +100,18 @@ def body(args: argparse.Namespace, params: Params) -> None:
         )
         if not is_main():
             return
-        info = {"step": result.best_step, "val_AP": result.best_ap}
-        best = result.best_weights
-        metrics = trained(result.best_ap, result.best_step, result.steps, is_round=bool(args.round))
-        publish(out, lambda model: write_model(model, best, params, info), result.history, metrics)
+        weights, step, val_ap = result.published(params.train.select)
+        info = {"step": step, "val_AP": val_ap}
+        metrics = trained(val_ap, step, result.steps, is_round=bool(args.pseudo))
+        publish(out, lambda model: write_model(model, weights, params, info), result.history, metrics)
         clear_scratch(Path(args.ckpt))
-        tracker.log_metrics({"best_val_AP": result.best_ap})
+        tracker.log_metrics({"best_val_AP": val_ap})
         for path in (out.metrics, out.curves / "train.csv", out.curves / "val.csv", out.model / "model.json"):
             tracker.log_artifact(str(path))
-    print(f"{args.name}: best val AP {result.best_ap:.4f} at step {result.best_step}; model in {args.model}")
+    print(
+        f"{args.name}: published the weights of step {step} (train.select: {params.train.select}), "
+        f"val AP {val_ap:.4f}; model in {args.model}"
+    )
     if getattr(tracker, "uri", None):
         print("MLflow: python -m leod ui   (opens the runs table)")
 

@@ -31,11 +31,12 @@ def _write_metrics(folder: Path, ap: dict[str, float], precision: dict[str, floa
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A git repo whose first commit has rounds r1, r2, r10; an experiment ref; a changed workspace."""
+    """A git repo whose first commit has rounds r1 (with its control), r2, r10; an experiment
+    ref; a changed workspace."""
     root = tmp_path / "repo"
     _write_metrics(
         root / "metrics",
-        {"r0": 0.2, "r1": 0.3, "r2": 0.35, "r10": 0.36, "full": 0.4},
+        {"r0": 0.2, "r1": 0.3, "r2": 0.35, "r10": 0.36, "full": 0.4, "control_r1": 0.28},
         {"r1": 0.9, "r2": 0.8, "r10": 0.7},
     )
     git(root, "init", "-q")
@@ -54,17 +55,19 @@ def repo(tmp_path: Path) -> Path:
 
 
 def test_runs_are_discovered_in_natural_order(repo: Path) -> None:
+    # control_r1 is r1's control, shown in r1's row, not a round of its own
     assert discover_runs(repo / "metrics") == (["r0", "r1", "r2", "r10"], "full")
 
 
 def test_workspace_commit_and_experiment_side_by_side(repo: Path) -> None:
     table = compare(repo, ["workspace", "HEAD", "tidy-tram"])
     lines = {tuple(c.strip() for c in line.strip("|").split("|")) for line in table.splitlines()[2:]}
-    # gap closed = (AP_r1 - AP_r0) / (AP_full - AP_r0)
-    assert ("workspace", "r1", "0.400", "0.800", "0.900", "0.500", "1.000", "no") in lines
-    assert ("HEAD", "r1", "0.300", "0.600", "0.900", "0.500", "0.500", "no") in lines
-    assert ("tidy-tram", "r1", "0.250", "0.500", "0.900", "0.500", "0.250", "no") in lines
-    assert ("HEAD", "full", "0.400", "0.800", "-", "-", "-", "-") in lines
+    # gain = AP_r1 - AP_control_r1; gap closed = (AP_r1 - AP_r0) / (AP_full - AP_r0)
+    assert ("workspace", "r1", "0.400", "0.800", "0.280", "0.120", "0.900", "0.500", "1.000", "no") in lines
+    assert ("HEAD", "r1", "0.300", "0.600", "0.280", "0.020", "0.900", "0.500", "0.500", "no") in lines
+    assert ("tidy-tram", "r1", "0.250", "0.500", "0.280", "-0.030", "0.900", "0.500", "0.250", "no") in lines
+    assert ("HEAD", "r2", "0.350", "0.700", "missing", "missing", "0.800", "0.500", "0.750", "no") in lines
+    assert ("HEAD", "full", "0.400", "0.800", "-", "-", "-", "-", "-", "-") in lines
     assert len(lines) == 3 * 5
 
 

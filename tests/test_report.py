@@ -28,7 +28,7 @@ from leod.report.document import render_markdown, write_report
 from leod.report.figures import plot_frames
 from leod.report.frames import FrameExample, FrameInputs, load_predictions, select_examples
 from leod.report.rows import collect_rows, gap_closed, read_metrics, read_pr_curve, read_train_metrics
-from leod.report.tables import rounds_csv
+from leod.report.tables import gains, rounds_csv
 from leod.visual.clip import ClipRange
 from leod.visual.draw import TITLE_HEIGHT, histogram_to_rgb, zoom_for
 
@@ -64,9 +64,10 @@ def write_pr(reports: Path, name: str, rows: list[tuple[float, float, float]]) -
 
 @pytest.fixture
 def outputs(tmp_path: Path) -> tuple[Path, Path]:
-    """r0 0.2, r1 0.4, full 0.5 with r1's pseudo metrics and PR curve; r2 gated, nothing else."""
+    """r0 0.2, r1 0.4 (its control 0.33), full 0.5 with r1's pseudo metrics and PR curve; r2
+    gated, nothing else."""
     metrics, reports = tmp_path / "metrics", tmp_path / "reports"
-    write_metrics(metrics, {"r0": 0.2, "r1": 0.4, "full": 0.5})
+    write_metrics(metrics, {"r0": 0.2, "r1": 0.4, "full": 0.5, "control_r1": 0.33})
     pseudo = {"precision@0.5": 0.8, "recall@0.5": 0.6, "boxes_per_frame": 2.5, "ignore_per_frame": 0.5}
     write_text(metrics / "pseudo_r1.json", json.dumps({**pseudo, "gt_per_frame": 3.0, "frames_labelled": 90}))
     write_pr(reports, "r1", [(0.9, 0.95, 0.2), (0.1, 0.6, 0.7), (0.5, 0.85, 0.5)])
@@ -107,7 +108,14 @@ def test_rows_gap_missing_and_gate(outputs: tuple[Path, Path]) -> None:
     assert (r0.gap_closed, r0.gap_note, full.gap_note) == (None, "baseline", "upper bound")
     assert (r2.gap_closed, r2.gap_note) == (None, "no test AP of this run")
     assert r0.missing == r1.missing == full.missing == ()
-    assert {p.name for p in r2.missing} == {"test_r2.json", "pseudo_r2.json", "pr.csv"}
+    assert {p.name for p in r2.missing} == {
+        "test_r2.json",
+        "pseudo_r2.json",
+        "pr.csv",
+        "test_control_r2.json",
+    }
+    assert (r1.control_ap, r1.gain) == (0.33, pytest.approx(0.07))
+    assert r0.control_ap is r0.gain is r2.control_ap is r2.gain is full.gain is None
     assert r2.gated and r2.gate_reason == "precision 0.3 < 0.5" and not r1.gated
     assert r1.ap("AP_S") is None  # the evaluator's -1: undefined, not a score
     np.testing.assert_allclose(r1.pr.threshold, [0.1, 0.5, 0.9])  # sorted by threshold
@@ -124,15 +132,17 @@ def test_markdown_shows_gap_missing_files_and_gate_reason(outputs: tuple[Path, P
     rows = collect_rows(metrics, reports, ["r0", "r1", "r2"], "full")
     md = render_markdown(rows, {"ap_per_round.png": "AP per round"}, CLASSES)
     assert table_line(md, "r1") == [
-        "r1", "0.400", "0.700", "0.400", "0.800", "0.600", "2.50", "3.00", "0.50", "90", "0.667", "no",
+        "r1", "0.400", "0.700", "0.330", "0.070", "0.400", "0.800", "0.600", "2.50", "3.00", "0.50", "90",
+        "0.667", "no",
     ]  # fmt: skip
     r2 = table_line(md, "r2")
-    assert r2[1:3] == ["missing", "missing"] and r2[4] == "missing"
+    assert r2[1:5] == ["missing"] * 4 and r2[6] == "missing"
     assert r2[-2] == "n/a (no test AP of this run)" and r2[-1] == "**yes**: precision 0.3 < 0.5"
     rows[2] = dataclasses.replace(rows[2], train=dataclasses.replace(rows[2].train, gate_reason="a | b\nc"))
     assert "| **yes**: a \\| b c |" in render_markdown(rows, {})
     assert table_line(md, "r0 (sparse labels)")[-2:] == ["n/a (baseline)", "-"]
-    assert table_line(md, "full (all labels)")[4] == "-"  # no pseudo labels: not applicable
+    assert table_line(md, "full (all labels)")[3:5] == ["-", "-"]  # no control
+    assert table_line(md, "full (all labels)")[6] == "-"  # no pseudo labels: not applicable
     per_class = md.split("## Per-class test AP")[1]
     assert "| run | AP | car | ped | AP_S | AP_M | AP_L |" in per_class
     assert "| r1 | 0.400 | 0.500 | 0.300 | n/a | 0.400 | 0.400 |" in per_class
@@ -149,7 +159,7 @@ def test_an_imported_teacher_is_named_as_the_baseline(outputs: tuple[Path, Path]
     rows = collect_rows(metrics, reports, ["r0", "r1"], "full")
     assert rows[0].teacher == "rvt-t-gen1" and rows[0].best_val_ap is None and rows[1].teacher is None
     line = table_line(render_markdown(rows, {}), "r0 (imported: rvt-t-gen1)")
-    assert line[1] == "0.200" and line[3] == "n/a"
+    assert line[1] == "0.200" and line[5] == "n/a"
 
 
 def test_no_full_run_and_no_gap_to_close(tmp_path: Path) -> None:
@@ -170,6 +180,22 @@ def test_rounds_csv_parses(outputs: tuple[Path, Path]) -> None:
     assert float(table[1]["gap_closed"]) == pytest.approx(2 / 3, abs=1e-5)
     assert (float(table[1]["AP"]), float(table[1]["pseudo_precision50"])) == (0.4, 0.8)
     assert table[2]["AP"] == "" and table[0]["pseudo_recall50"] == "" and table[3]["gap_closed"] == ""
+    assert (float(table[1]["control_AP"]), float(table[1]["gain"])) == (0.33, pytest.approx(0.07))
+    assert table[0]["control_AP"] == table[2]["gain"] == ""
+
+
+def test_gains_metrics_per_round(outputs: tuple[Path, Path]) -> None:
+    """reports/gains.json: what `dvc metrics diff` compares between experiments."""
+    rows = collect_rows(*outputs, ["r0", "r1", "r2"], "full")
+    assert gains(rows) == {
+        "r1": {
+            "AP": 0.4,
+            "control_AP": 0.33,
+            "gain": pytest.approx(0.07),
+            "gap_closed": pytest.approx(2 / 3),
+        },
+        "r2": {},  # gated, no test metrics: nothing defined
+    }
 
 
 def test_bad_inputs_name_file_and_key(tmp_path: Path) -> None:
@@ -207,8 +233,9 @@ def test_write_report_writes_pngs_csv_and_markdown(outputs: tuple[Path, Path], t
     rows = collect_rows(*outputs, ["r0", "r1", "r2"], "full")
     written = write_report(tmp_path / "out", rows, CLASSES)
     names = [p.name for p in written]
-    assert names == ["report.md", "rounds.csv", "ap_per_round.png", "pseudo_pr.png"]
-    for path in written[2:]:
+    assert names == ["report.md", "rounds.csv", "gains.json", "ap_per_round.png", "pseudo_pr.png"]
+    assert json.loads(written[2].read_text())["r1"]["control_AP"] == 0.33
+    for path in written[3:]:
         assert_png(path)
     md = written[0].read_text()
     assert "![pseudo_pr](pseudo_pr.png)" in md and "frames.png" not in md
@@ -219,9 +246,9 @@ def test_figures_without_any_metrics(tmp_path: Path) -> None:
     rows = collect_rows(tmp_path / "m", tmp_path / "r", ["r0", "r1"], "full")
     assert all(r.test is None for r in rows)
     written = write_report(tmp_path / "out", rows)
-    for path in written[2:]:
+    for path in written[3:]:
         assert_png(path)
-    assert written[0].read_text().count("not found") == 8  # 3 x (test, train) + r1's pseudo, pr
+    assert written[0].read_text().count("not found") == 9  # 3 x (test, train) + r1's pseudo, pr, control
 
 
 def test_histogram_to_rgb_colours() -> None:
@@ -397,8 +424,8 @@ def test_stage_writes_report(
     args = ["--params", str(repo_root / "params.yaml"), "--metrics", str(metrics), "--reports", str(reports)]
     args += ["--out", str(out)]
     assert main([*args, "--runs", "r0", "r1", "r2", "--full", "full"]) == 0
-    assert "4 runs, 3 missing input file(s)" in capsys.readouterr().out
-    written = {"report.md", "rounds.csv", "ap_per_round.png", "pseudo_pr.png", "plots_page.html"}
+    assert "4 runs, 4 missing input file(s)" in capsys.readouterr().out
+    written = {"report.md", "rounds.csv", "gains.json", "ap_per_round.png", "pseudo_pr.png", "plots_page.html"}
     assert {p.name for p in out.iterdir()} == written
     assert main([*args, "--runs", "r0", "r0"]) == 2
     assert "distinct" in capsys.readouterr().err

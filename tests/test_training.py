@@ -314,3 +314,13 @@ def test_killed_round_rerun_on_other_pseudo_labels_equals_a_clean_run(tiny_data,
         assert torch.equal(value, resumed[key]), key
     assert (out / "train_r1.json").read_text() == (clean / "train_r1.json").read_text()
     assert not (out / "ck" / "last.pt").exists()  # the scratch is cleared once published
+
+
+def test_published_weights_follow_train_select() -> None:
+    """train.select: 'last' publishes the final step's weights with the last validation's AP,
+    'best_val' the weights of the best validation."""
+    best, final = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
+    history = [{"step": 10, "val/AP": 0.4}, {"step": 15, "loss": 1.0}, {"step": 20, "val/AP": 0.3}]
+    result = loop.TrainResult(0.4, 10, 20, history, best, final)
+    assert result.published("last") == (final, 20, 0.3)
+    assert result.published("best_val") == (best, 10, 0.4)

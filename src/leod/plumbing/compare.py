@@ -1,10 +1,11 @@
 """The round table of the workspace, of git commits or of DVC experiments, from metrics/ only.
 
 ``python -m leod compare`` answers "what did each round bring?" without running anything:
-it reads the committed metrics JSON files and prints test AP, pseudo-label precision/recall
-and the gap closed per run, for one or several sources side by side. A source is
-``workspace``, a git revision or a DVC experiment name (experiments are git commits under
-``refs/exps/`` holding their uncached metrics files, so reading them needs git only).
+it reads the committed metrics JSON files and prints test AP, the control AP and the
+self-training gain, pseudo-label precision/recall and the gap closed per run, for one or
+several sources side by side. A source is ``workspace``, a git revision or a DVC experiment
+name (experiments are git commits under ``refs/exps/`` holding their uncached metrics files,
+so reading them needs git only).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from leod.plumbing.errors import ConfigError, MissingInputError
 from leod.plumbing.git import git
 from leod.plumbing.mlflow_store import _sqlite_path, runs_url, tracking_uri
 from leod.plumbing.tracking import print_ui_hint, tracking_enabled
-from leod.report.rows import RunRow, collect_rows
+from leod.report.rows import CONTROL_PREFIX, RunRow, collect_rows
 from leod.report.tables import compact_table
 
 WORKSPACE = "workspace"
@@ -86,9 +87,10 @@ def _natural_key(name: str) -> list[int | str]:
 
 def discover_runs(folder: Path) -> tuple[list[str], str | None]:
     """``([r0, rounds...], full or None)`` from the metrics files present in ``folder``: the
-    rounds are every other name with a ``pseudo_`` or ``train_`` file, in natural order (r2
-    before r10; the chain's ``prev`` links live in params.yaml, not in metrics/)."""
+    rounds are every other name with a ``pseudo_`` or ``train_`` file but the controls, in
+    natural order (r2 before r10; the chain's ``prev`` links live in params.yaml, not in metrics/)."""
     names = {m["name"] for p in folder.iterdir() if (m := _RUN_FILE.match(p.name))}
+    names = {n for n in names if not n.startswith(CONTROL_PREFIX)}  # a round's row holds its control
     rounds = sorted(names - {BASELINE, FULL}, key=_natural_key)
     return [BASELINE, *rounds], FULL if FULL in names else None
 

@@ -7,15 +7,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from leod.evaluation.prophesee import METRIC_NAMES
-from leod.plumbing.atomic import write_text
+from leod.plumbing.atomic import write_json, write_text
 from leod.pseudo.store import load_pseudo_labels
 from leod.report.clips import ClipInputs, write_round_clips
 from leod.report.figures import plot_ap, plot_frames, plot_pr
 from leod.report.frames import FrameInputs, load_predictions, select_examples
 from leod.report.rows import RunRow
-from leod.report.tables import per_class_table, rounds_csv, runs_table
+from leod.report.tables import gains, per_class_table, rounds_csv, runs_table
 
 AP_FIGURE, PR_FIGURE, FRAMES_FIGURE = "ap_per_round.png", "pseudo_pr.png", "frames.png"
+#: the report's DVC metrics file: per round AP, control AP, gain, gap closed
+GAINS_FILE = "gains.json"
 
 
 def class_names(rows: Sequence[RunRow], classes: Sequence[str] | None = None) -> list[str]:
@@ -35,6 +37,9 @@ _HOW_TO_READ = """\
 - **test AP / AP50**: COCO mAP over IoU 0.5:0.95 / at IoU 0.5 on the test split, Prophesee protocol
   (first 0.5 s and tiny boxes skipped). The baseline is trained on the sparse labels only, the
   fully supervised run on every label: together they bracket what self-training can reach.
+- **control AP / gain**: a round's compute-matched control starts from the same weights and trains
+  the same steps with the same seed on the sparse ground truth only, no pseudo labels; the *gain*
+  (round AP - control AP) is what the pseudo labels added beyond the extra training steps.
 - **pseudo P/R@0.5**: precision and recall of a round's pseudo labels against the ground truth the
   split withheld, matched at IoU 0.5. *boxes/frame* against *GT/frame* shows whether the labels
   are too sparse (missed objects are learned as background) or too dense (false positives);
@@ -102,7 +107,7 @@ def write_report(
     frames: FrameInputs | None = None,
     clips: ClipInputs | None = None,
 ) -> list[Path]:
-    """Write report.md, rounds.csv, ap_per_round.png, pseudo_pr.png (and frames.png when
+    """Write report.md, rounds.csv, gains.json, ap_per_round.png, pseudo_pr.png (and frames.png when
     ``frames`` is given, clips/<round>.gif with ``clips``) into ``out_dir``; returns the files
     written, report.md first."""
     out = Path(out_dir)
@@ -122,5 +127,6 @@ def write_report(
         figures.update(clip_figures)
         notes += clip_notes
     write_text(out / "rounds.csv", rounds_csv(rows))
+    write_json(out / GAINS_FILE, gains(rows))
     write_text(out / "report.md", render_markdown(rows, figures, classes, notes))
-    return [out / "report.md", out / "rounds.csv", *(out / f for f in figures)]
+    return [out / "report.md", out / "rounds.csv", out / GAINS_FILE, *(out / f for f in figures)]

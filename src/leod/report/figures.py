@@ -44,7 +44,8 @@ def _tick_label(row: RunRow) -> str:
 
 
 def plot_ap(rows: Sequence[RunRow], path: str | os.PathLike[str]) -> None:
-    """Test AP and AP50 per round, with the fully supervised level as dashed lines."""
+    """Test AP and AP50 per round, each round's control AP as a cross, the fully supervised level
+    as dashed lines."""
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     chain = [r for r in rows if r.kind != "full"]
@@ -58,6 +59,19 @@ def plot_ap(rows: Sequence[RunRow], path: str | os.PathLike[str]) -> None:
         if level is not None:
             ax.axhline(level, color=color, linestyle="--", linewidth=1.2, label=f"full supervision {key}")
         top = max([top, level or 0.0, *np.nan_to_num(y)])
+    controls = [(r.round, r.control_ap) for r in chain if r.control_ap is not None]
+    if controls:
+        cx, cy = zip(*controls, strict=True)
+        ax.plot(
+            cx,
+            cy,
+            "x",
+            color="C2",
+            markersize=9,
+            mew=2,
+            label="control AP (same init and steps, no pseudo labels)",
+        )
+        top = max(top, *cy)
     ax.set_xticks(x, [_tick_label(r) for r in chain])
     if x.size:
         ax.set_xlim(x[0] - 0.5, x[-1] + 0.5)

@@ -3,8 +3,9 @@
 Reads ``<metrics>/{test,pseudo,train}_<run>.json`` and ``<reports>/pseudo_<round>/pr.csv``.
 Stages can be gated or not yet run, so a missing file is a finding to report
 (``RunRow.missing``), not an error; a file that is not what its producer writes is an error.
-The headline number is the *gap closed* of a round, ``(AP_rK - AP_r0) / (AP_full - AP_r0)``:
-the share of the AP lost by training on sparse labels that self-training won back.
+Per round two headline numbers: the *self-training gain* ``AP_rK - AP_control_rK`` over
+its compute-matched control (same initialisation and steps, sparse ground truth only), and
+the *gap closed* ``(AP_rK - AP_r0) / (AP_full - AP_r0)``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from leod.training.chain import TrainMetrics
 POINT_IOU = "0.5"
 PRECISION_KEY = f"precision@{POINT_IOU}"
 RECALL_KEY = f"recall@{POINT_IOU}"
+#: a round's control run is named ``control_<round>`` (its files: ``test_control_<round>.json``)
+CONTROL_PREFIX = "control_"
 PR_COLUMNS = ("threshold", "precision", "recall")
 
 
@@ -52,6 +55,7 @@ class RunRow:
     pr: PRCurve | None  # always None for the baseline and full
     gap_closed: float | None
     gap_note: str  # why gap_closed is None ("" when it is a number)
+    control: Mapping[str, float] | None  # the control's test metrics (rounds only)
     missing: tuple[Path, ...]  # expected input files that were not found
 
     @property
@@ -81,6 +85,17 @@ class RunRow:
 
     def pseudo_value(self, key: str) -> float | None:
         return _defined(self.pseudo, key)
+
+    @property
+    def control_ap(self) -> float | None:
+        """Test AP of the round's compute-matched control; None when missing or not a round."""
+        return _defined(self.control, "AP")
+
+    @property
+    def gain(self) -> float | None:
+        """Self-training gain: the round's test AP minus its control's."""
+        ap, control = self.ap("AP"), self.control_ap
+        return None if ap is None or control is None else ap - control
 
 
 def _defined(metrics: Mapping[str, float] | None, key: str) -> float | None:
@@ -156,6 +171,11 @@ def gap_closed(ap: float | None, ap_base: float | None, ap_full: float | None) -
     return (ap - ap_base) / (ap_full - ap_base), ""
 
 
+def control_name(round_name: str) -> str:
+    """The name of a round's control run (its model, curves and metrics files)."""
+    return f"{CONTROL_PREFIX}{round_name}"
+
+
 def _check_names(runs: Sequence[str], full: str | None) -> None:
     names = [*runs, *([full] if full else [])]
     if not runs:
@@ -192,11 +212,13 @@ def collect_rows(
         paths = {"test": metrics_dir / f"test_{name}.json", "train": metrics_dir / f"train_{name}.json"}
         if kind == "round":
             paths["pseudo"] = metrics_dir / f"pseudo_{name}.json"
+            paths["control"] = metrics_dir / f"test_{control_name(name)}.json"
             if reports_dir is not None:
                 paths["pr"] = Path(reports_dir) / f"pseudo_{name}" / "pr.csv"
         train = read_train_metrics(paths["train"])
         pseudo = read_metrics(paths["pseudo"]) if kind == "round" else None
         pr = read_pr_curve(paths["pr"]) if "pr" in paths else None
+        control = read_metrics(paths["control"]) if kind == "round" else None
         if kind == "round":
             gap, note = gap_closed(_defined(test[name], "AP"), base_ap, full_ap)
         else:
@@ -212,6 +234,7 @@ def collect_rows(
                 pr=pr,
                 gap_closed=gap,
                 gap_note=note,
+                control=control,
                 missing=tuple(p for p in paths.values() if not p.is_file()),
             )
         )

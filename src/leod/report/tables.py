@@ -1,5 +1,6 @@
-"""Text tables of report rows: the runs table, the per-class table, rounds.csv and the compact
-multi-source table of ``python -m leod compare`` (no matplotlib, no dataset reader)."""
+"""Text tables of report rows: the runs table, the per-class table, rounds.csv, the gains
+metrics and the compact multi-source table of ``python -m leod compare`` (no matplotlib, no
+dataset reader)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,18 @@ PSEUDO_COLUMNS = (
 )
 #: rounds.csv header. Vega-Lite (DVC plots) reads a dot in a field name as a nested path,
 #: so the pseudo-label columns are spelled without ``@0.5``.
-CSV_COLUMNS = ("round", "name", "kind", "AP", "AP50", "pseudo_precision50", "pseudo_recall50", "gap_closed")
+CSV_COLUMNS = (
+    "round",
+    "name",
+    "kind",
+    "AP",
+    "AP50",
+    "control_AP",
+    "gain",
+    "pseudo_precision50",
+    "pseudo_recall50",
+    "gap_closed",
+)
 
 
 def _fmt(value: float | None, digits: int | None = 3) -> str:
@@ -50,6 +62,14 @@ def _gate_cell(row: RunRow) -> str:
     return "no" if row.is_round else "-"
 
 
+def _control_cells(row: RunRow) -> list[str]:
+    """The control's test AP and the gain over it: "-" outside rounds, "missing" without a control."""
+    return [
+        _cell(row.control, row.control_ap, applicable=row.is_round),
+        _cell(row.control, row.gain, applicable=row.is_round),
+    ]
+
+
 def _gap_cell(row: RunRow) -> str:
     return f"{row.gap_closed:.3f}" if row.gap_closed is not None else f"n/a ({row.gap_note})"
 
@@ -74,6 +94,8 @@ def runs_table(rows: Sequence[RunRow]) -> str:
         "run",
         "test AP",
         "AP50",
+        "control AP",
+        "gain",
         "best val AP",
         f"pseudo P@{POINT_IOU}",
         f"pseudo R@{POINT_IOU}",
@@ -91,6 +113,7 @@ def runs_table(rows: Sequence[RunRow]) -> str:
                 _run_label(r),
                 _cell(r.test, r.ap("AP")),
                 _cell(r.test, r.ap("AP50")),
+                *_control_cells(r),
                 _cell(r.train, r.best_val_ap),
                 *(
                     _cell(r.pseudo, r.pseudo_value(key), digits, applicable=r.is_round)
@@ -105,7 +128,8 @@ def runs_table(rows: Sequence[RunRow]) -> str:
 
 def compact_table(sources: Mapping[str, Sequence[RunRow]]) -> str:
     """The headline columns of several sources' runs in one table (``python -m leod compare``)."""
-    header = ["source", "run", "test AP", "AP50", f"pseudo P@{POINT_IOU}", f"pseudo R@{POINT_IOU}"]
+    header = ["source", "run", "test AP", "AP50", "control AP", "gain"]
+    header += [f"pseudo P@{POINT_IOU}", f"pseudo R@{POINT_IOU}"]
     header += ["gap closed", "gated"]
     lines = []
     for label, rows in sources.items():
@@ -116,6 +140,7 @@ def compact_table(sources: Mapping[str, Sequence[RunRow]]) -> str:
                     r.name,
                     _cell(r.test, r.ap("AP")),
                     _cell(r.test, r.ap("AP50")),
+                    *_control_cells(r),
                     _cell(r.pseudo, r.pseudo_value(PRECISION_KEY), applicable=r.is_round),
                     _cell(r.pseudo, r.pseudo_value(RECALL_KEY), applicable=r.is_round),
                     _gap_cell(r) if r.is_round else "-",
@@ -138,8 +163,32 @@ def rounds_csv(rows: Sequence[RunRow]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        values = (r.ap("AP"), r.ap("AP50"), r.pseudo_value(PRECISION_KEY), r.pseudo_value(RECALL_KEY))
+        values = (
+            r.ap("AP"),
+            r.ap("AP50"),
+            r.control_ap,
+            r.gain,
+            r.pseudo_value(PRECISION_KEY),
+            r.pseudo_value(RECALL_KEY),
+        )
         writer.writerow(
             [r.round, r.name, r.kind, *("" if v is None else f"{v:.6g}" for v in (*values, r.gap_closed))]
         )
     return buf.getvalue()
+
+
+def gains(rows: Sequence[RunRow]) -> dict[str, dict[str, float]]:
+    """``reports/gains.json`` (a DVC metrics file): per round its test AP, its control's, the
+    gain and the gap closed, so that ``dvc metrics diff`` between experiments shows the gains.
+    Undefined values are left out."""
+    out: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.is_round:
+            values = {
+                "AP": r.ap("AP"),
+                "control_AP": r.control_ap,
+                "gain": r.gain,
+                "gap_closed": r.gap_closed,
+            }
+            out[r.name] = {k: v for k, v in values.items() if v is not None}
+    return out

@@ -35,7 +35,7 @@ class SplitCounts:
 
     train: int = field(default=24, metadata=rng(ge=0))
     val: int = field(default=4, metadata=rng(ge=0))
-    test: int = field(default=6, metadata=rng(ge=0))
+    test: int = field(default=12, metadata=rng(ge=0))
 
     def count(self, split: str) -> int:
         return {"train": self.train, "val": self.val, "test": self.test}[split]

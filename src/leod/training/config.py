@@ -26,6 +26,9 @@ class TrainConfig:
     final_div_factor: float = field(default=500.0, metadata=rng(ge=1))
     #: validate (COCO AP on the val split) every this many steps and at the end
     eval_every: int = field(default=200, metadata=rng(ge=1))
+    #: which weights a run publishes: the last step's, or those of the best validation (a
+    #: pick among a few noisy validations on a small split adds spread between runs)
+    select: Literal["last", "best_val"] = "last"
     #: write the resumable checkpoint every this many steps
     checkpoint_every: int = field(default=50, metadata=rng(ge=1))
     log_every: int = field(default=10, metadata=rng(ge=1))

@@ -52,8 +52,15 @@ class TrainResult:
     best_step: int
     steps: int
     history: list[dict[str, float]]
-    best_weights: dict[str, torch.Tensor]  # the weights of the best validation (CPU), to publish
+    best_weights: dict[str, torch.Tensor]  # the weights of the best validation (CPU)
     final_weights: dict[str, torch.Tensor]  # the weights after the last step (CPU)
+
+    def published(self, select: str) -> tuple[dict[str, torch.Tensor], int, float]:
+        """The weights to publish (``train.select``), their step and validation AP."""
+        if select == "best_val":
+            return self.best_weights, self.best_step, self.best_ap
+        last_ap = next(row["val/AP"] for row in reversed(self.history) if "val/AP" in row)
+        return self.final_weights, self.steps, last_ap
 
 
 def seed_everything(seed: int) -> None:
@@ -170,8 +177,8 @@ def train(
     progress: bool = True,
     log_row: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train a detector. Nothing is published here: the best weights are returned (and kept in
-    the scratch checkpoint) for the caller to publish, then :func:`clear_scratch`.
+    """Train a detector. Nothing is published here: the final and the best weights are returned
+    (the best kept in the scratch checkpoint) for the caller to publish, then :func:`clear_scratch`.
 
     Under torchrun, ranks other than 0 return a result without best weights."""
     device = group.process_device(pick_device(params.train.device))
