@@ -1,7 +1,7 @@
 """The whole DVC chain on a tiny configuration, in a temporary copy of the repository.
 
-Runs `dvc repro` for real (synthesize -> ... -> one self-training round -> evaluate ->
-report) with the quality gate closed, checks the outputs and the gate, and that a second
+Runs `dvc repro` for real (synthesize -> ... -> one self-training round and its control ->
+evaluate -> report) with the quality gate closed, checks the outputs and the gate, and that a second
 `dvc repro` has nothing to do.
 """
 
@@ -36,8 +36,12 @@ def test_tiny_chain_with_one_gated_round(tmp_path: Path) -> None:
     ).read_bytes()
     quality = json.loads((work / "metrics" / "pseudo_r1.json").read_text())
     assert 0 <= quality["precision@0.5"] <= 1 and quality["frames_evaluated"] > 0
-    for name in ("r0", "full", "r1"):
+    for name in ("r0", "full", "r1", "control_r1"):
         assert "AP" in json.loads((work / "metrics" / f"test_{name}.json").read_text())
+    control = json.loads((work / "metrics" / "train_control_r1.json").read_text())
+    assert control["steps"] == json.loads((work / "metrics" / "train_r0.json").read_text())["steps"]
+    gains = json.loads((work / "reports" / "gains.json").read_text())["r1"]
+    assert gains["gain"] == pytest.approx(gains["AP"] - gains["control_AP"])
     assert (work / "reports" / "report.md").is_file()
     assert "gated" in (work / "reports" / "report.md").read_text()
     assert "![r1](clips/r1.gif)" in (work / "reports" / "report.md").read_text()
