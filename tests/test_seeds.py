@@ -1,0 +1,233 @@
+"""benchmarks/selftrain_seeds.py: the chain over several seeds, aggregated per run from each
+seed's DVC experiment (experiments faked as git refs, as DVC keeps them; no training)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from leod.plumbing.errors import ConfigError
+from leod.report.rows import collect_rows
+from leod.report.seeds import (
+    aggregate,
+    progress_line,
+    queue_command,
+    queue_states,
+    seed_runs,
+    stat_cell,
+    threads_per_job,
+)
+from tiny import git
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("selftrain_seeds", REPO / "benchmarks" / "selftrain_seeds.py")
+assert _spec and _spec.loader
+selftrain_seeds = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(selftrain_seeds)
+
+# per seed: test AP of r0, r1, control_r1, r2 (None: gated, no test file), full; r1's pseudo precision
+SEEDS = {
+    0: {"r0": 0.20, "r1": 0.30, "control_r1": 0.25, "r2": 0.33, "full": 0.40, "p1": 0.90},
+    1: {"r0": 0.22, "r1": 0.26, "control_r1": 0.27, "r2": None, "full": 0.42, "p1": 0.80},
+    2: {"r0": 0.18, "r1": 0.31, "control_r1": 0.24, "r2": 0.35, "full": 0.38, "p1": 0.85},
+}
+
+
+def _write_seed(folder: Path, values: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("r0", "r1", "control_r1", "r2", "full"):
+        if values[name] is not None:
+            (folder / f"test_{name}.json").write_text(json.dumps({"AP": values[name], "AP50": 0.5}))
+    for name in ("r0", "full"):
+        (folder / f"train_{name}.json").write_text(
+            json.dumps({"best_val_AP": 0.1, "best_step": 4, "steps": 4})
+        )
+    for name in ("r1", "r2"):
+        gated = values[name] is None
+        train = {
+            "best_val_AP": 0.1,
+            "best_step": -1 if gated else 4,
+            "steps": 0 if gated else 4,
+            "gated": gated,
+        }
+        if gated:
+            train["gate_reason"] = "too few pseudo labels"
+        (folder / f"train_{name}.json").write_text(json.dumps(train))
+        (folder / f"pseudo_{name}.json").write_text(
+            json.dumps({"precision@0.5": values["p1"], "recall@0.5": 0.5})
+        )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A git repo whose experiments seed-0, seed-1, seed-2 hold one seed's metrics each."""
+    root = tmp_path / "repo"
+    (root / "metrics").mkdir(parents=True)
+    (root / "README").write_text("x\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "base")
+    base = git(root, "rev-parse", "HEAD")
+    for seed, values in SEEDS.items():
+        _write_seed(root / "metrics", values)
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", f"seed {seed}")
+        # a DVC experiment is a commit kept under refs/exps/<2 hex>/<38 hex>/<name>
+        git(
+            root, "update-ref", f"refs/exps/{base[:2]}/{base[2:]}/seed-{seed}", git(root, "rev-parse", "HEAD")
+        )
+        git(root, "reset", "-q", "--hard", base)
+    return root
+
+
+def _summary(tmp_path: Path):
+    runs = seed_runs([0, 1, 2], "seed", [])
+    per_seed = {}
+    for run in runs:
+        folder = tmp_path / run.name
+        _write_seed(folder, SEEDS[run.seed])
+        per_seed[run.name] = collect_rows(folder, None, ["r0", "r1", "r2"], "full")
+    return aggregate(runs, per_seed)
+
+
+def test_aggregation_is_mean_sample_std_min_max_over_seeds(tmp_path: Path) -> None:
+    summary = _summary(tmp_path)
+    assert [(r.run, r.kind) for r in summary.runs] == [
+        ("r0", "baseline"),
+        ("r1", "round"),
+        ("r2", "round"),
+        ("full", "full"),
+    ]
+    r0, r1, r2, full = summary.runs
+    assert set(r0.metrics) == {"AP"} and set(full.metrics) == {"AP"}
+    ap = r1.metrics["AP"]
+    assert ap.values == (0.30, 0.26, 0.31) and ap.n == 3 and ap.missing == 0
+    assert ap.mean == pytest.approx(0.29, abs=1e-12)
+    assert ap.std == pytest.approx(statistics.stdev([0.30, 0.26, 0.31]), abs=1e-12)
+    assert ap.std == pytest.approx(((0.01**2 + 0.03**2 + 0.02**2) / 2) ** 0.5, abs=1e-12)  # n - 1
+    assert (ap.min, ap.max) == (0.26, 0.31)
+    gain = r1.metrics["gain"]
+    assert gain.values == pytest.approx((0.05, -0.01, 0.07))
+    assert r1.gain_positive_everywhere is False  # seed 1's round lost to its control
+    assert r1.metrics["pseudo_precision50"].values == (0.90, 0.80, 0.85)
+    # gap closed of seed 0: (0.30 - 0.20) / (0.40 - 0.20)
+    assert r1.metrics["gap_closed"].values[0] == pytest.approx(0.5)
+    assert r0.metrics["AP"].mean == pytest.approx(0.20) and full.gain_positive_everywhere is None
+
+
+def test_a_missing_value_is_counted_not_dropped(tmp_path: Path) -> None:
+    r2 = _summary(tmp_path).runs[2]
+    ap = r2.metrics["AP"]
+    assert ap.values == (0.33, None, 0.35) and ap.n == 2 and ap.missing == 1
+    assert ap.mean == pytest.approx(0.34) and ap.std == pytest.approx(statistics.stdev([0.33, 0.35]))
+    assert r2.gated == ("seed-1",) and r2.absent == ()
+    control = r2.metrics["control_AP"]  # r2 has no control in any seed
+    assert control.n == 0 and control.missing == 3 and control.mean is None
+    assert stat_cell(control) == "missing in 3/3"
+    assert stat_cell(ap) == "0.340 ± 0.014 (min 0.330, max 0.350), n 2/3"
+    assert r2.gain_positive_everywhere is None
+
+
+def test_gain_positive_in_every_seed(tmp_path: Path) -> None:
+    positive = {s: {**v, "control_r1": 0.1} for s, v in SEEDS.items()}
+    runs = seed_runs([0, 1, 2], "seed", [])
+    per_seed = {}
+    for run in runs:
+        _write_seed(tmp_path / run.name, positive[run.seed])
+        per_seed[run.name] = collect_rows(tmp_path / run.name, None, ["r0", "r1"], "full")
+    assert aggregate(runs, per_seed).runs[1].gain_positive_everywhere is True
+    (tmp_path / "seed-2" / "test_control_r1.json").unlink()
+    per_seed["seed-2"] = collect_rows(tmp_path / "seed-2", None, ["r0", "r1"], "full")
+    assert aggregate(runs, per_seed).runs[1].gain_positive_everywhere is None  # unknown, not "yes"
+
+
+def test_seed_runs_and_their_queue_commands() -> None:
+    run = seed_runs([3], "ratio02", ["subsample.ratio=0.02"])[0]
+    assert queue_command(run) == [
+        "dvc", "exp", "run", "--queue", "-n", "ratio02-3",
+        "-S", "seed=3", "-S", "synthetic.seed=3", "-S", "subsample.ratio=0.02",
+    ]  # fmt: skip
+    assert threads_per_job(16, 2) == 8 and threads_per_job(2, 3) == 1
+    for seeds, prefix, extra, message in (
+        ([], "seed", [], "--seeds: give at least one seed"),
+        ([1, 1], "seed", [], "each seed once"),
+        ([0], "a/b", [], "--prefix 'a/b'"),
+        ([0], "seed", ["subsample.ratio"], "--set 'subsample.ratio': expected key=value"),
+        ([0], "seed", ["seed=4"], "set per seed by --seeds"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            seed_runs(seeds, prefix, extra)
+
+
+def test_queue_states_and_progress_line() -> None:
+    status = """Task     Name      Created    Status
+a1b2c3d  seed-0    09:00 PM   Running
+e4f5a6b  seed-1    09:00 PM   Queued
+0a1b2c3  seed-2    08:00 PM   Failed
+9f8e7d6  seed-2    09:01 PM   Queued
+1234567  seed-10   09:01 PM   Failed
+"""
+    names = ["seed-0", "seed-1", "seed-2", "seed-3", "seed-4"]
+    states = queue_states(status, names, finished={"seed-4"})
+    # a retried seed-2 is queued again; seed-10's failure is not seed-1's
+    assert states == {
+        "seed-0": "Running",
+        "seed-1": "Queued",
+        "seed-2": "Queued",
+        "seed-3": "Unknown",
+        "seed-4": "Success",
+    }
+    line = progress_line(states, 125.0)
+    assert line == "done 1/5, running 1, queued 2, failed 0, not listed 1, 2:05 elapsed, ETA ~9 min"
+    assert progress_line({"a": "Queued"}, 5).endswith("0:05 elapsed, ETA after the first experiment")
+    assert progress_line({"a": "Success", "b": "Failed"}, 60).endswith("1:00 elapsed, finished")
+
+
+def test_collect_only_end_to_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert selftrain_seeds.main(["--collect-only", "--repo", str(repo)]) == 0
+    out = capsys.readouterr().out
+    md = (repo / "reports" / "seeds.md").read_text()
+    assert out.startswith(md) and out.endswith(
+        f"wrote {repo}/reports/seeds.md and {repo}/reports/seeds.json\n"
+    )
+    lines = md.splitlines()
+    assert lines[0] == "# Self-training over 3 seeds"
+    assert "| r1 | 0.290 ± 0.026 (min 0.260, max 0.310) | 0.253 ± 0.015 (min 0.240, max 0.270) |" in md
+    assert "| r2 | 0.340 ± 0.014 (min 0.330, max 0.350), n 2/3 | missing in 3/3 |" in md
+    assert "- r2: gated (not trained) in seed-1" in lines
+    assert "| seed-1 | 1 | r1 | 0.260 | 0.270 | -0.010 |" in md
+    data = json.loads((repo / "reports" / "seeds.json").read_text())
+    assert [e["name"] for e in data["experiments"]] == ["seed-0", "seed-1", "seed-2"]
+    assert data["experiments"][1]["set"] == ["seed=1", "synthetic.seed=1"]
+    runs = {r["run"]: r for r in data["runs"]}
+    assert [r["run"] for r in data["runs"]] == ["r0", "r1", "r2", "full"]
+    r1 = runs["r1"]
+    assert r1["gain_positive_in_every_seed"] is False and r1["metrics"]["AP"]["n"] == 3
+    assert r1["metrics"]["AP"]["mean"] == pytest.approx(0.29)
+    assert runs["r2"]["metrics"]["AP"]["values"] == [0.33, None, 0.35] and runs["r2"]["gated_in"] == [
+        "seed-1"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seeds", "0", "7"], "'seed-7' is neither 'workspace', a DVC experiment nor a git revision"),
+        (["--seeds"], "--seeds: give at least one seed"),
+        (["--set", "subsample.ratio"], "--set 'subsample.ratio': expected key=value"),
+        (["--jobs", "0"], "--jobs: at least 1"),
+        (["--out", "reports/seeds.txt"], "expected a .md file"),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    repo: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert selftrain_seeds.main(["--collect-only", "--repo", str(repo), *argv]) == 2
+    captured = capsys.readouterr()
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, captured.err
+    assert captured.out == "" and not (repo / "reports").exists()  # nothing half-written
