@@ -1,6 +1,6 @@
 """The self-training chain over several seeds: queue one DVC experiment per seed, run them, and
 report each run's test AP, control AP, gain, gap closed and pseudo-label precision/recall as
-mean ± sample std (min, max) over the seeds (src/leod/report/seeds.py).
+mean ± sample std (min, max) over the seeds (src/leod/plumbing/seeds.py).
 
 Each seed's experiment ``<prefix>-<seed>`` sets ``seed`` and ``synthetic.seed`` (training and
 data) plus every ``--set key=value``. An experiment that already exists is reused, not run again
@@ -31,7 +31,7 @@ from leod.plumbing.atomic import check_writable, write_json, write_text
 from leod.plumbing.compare import experiment_commits, resolve, source_rows
 from leod.plumbing.errors import ConfigError, LeodError, one_line
 from leod.plumbing.stage import report_error
-from leod.report.seeds import (
+from leod.plumbing.seeds import (
     SeedRun,
     aggregate,
     as_json,

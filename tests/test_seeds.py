@@ -12,7 +12,7 @@ import pytest
 
 from leod.plumbing.errors import ConfigError
 from leod.report.rows import collect_rows
-from leod.report.seeds import (
+from leod.plumbing.seeds import (
     aggregate,
     progress_line,
     queue_command,
