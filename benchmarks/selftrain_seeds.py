@@ -30,7 +30,6 @@ from pathlib import Path
 from leod.plumbing.atomic import check_writable, write_json, write_text
 from leod.plumbing.compare import experiment_commits, resolve, source_rows
 from leod.plumbing.errors import ConfigError, LeodError, one_line
-from leod.plumbing.stage import report_error
 from leod.plumbing.seeds import (
     SeedRun,
     aggregate,
@@ -42,6 +41,7 @@ from leod.plumbing.seeds import (
     seed_runs,
     threads_per_job,
 )
+from leod.plumbing.stage import report_error
 
 LOG_TAIL_LINES = 30
 #: polls in a row with none of our experiments running or queued before "not listed" is an error

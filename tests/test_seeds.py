@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from leod.plumbing.errors import ConfigError
-from leod.report.rows import collect_rows
 from leod.plumbing.seeds import (
     aggregate,
     progress_line,
@@ -21,6 +20,7 @@ from leod.plumbing.seeds import (
     stat_cell,
     threads_per_job,
 )
+from leod.report.rows import collect_rows
 from tiny import git
 
 REPO = Path(__file__).resolve().parents[1]

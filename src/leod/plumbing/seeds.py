@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from leod.plumbing.errors import ConfigError
 from leod.report.rows import PRECISION_KEY, RECALL_KEY, RunRow
+from leod.report.tables import _table as markdown_table  # the one markdown table writer
 
 #: (key in seeds.json, column title, value of a row); the first applies to every run, the rest to rounds
 METRICS: tuple[tuple[str, str, Callable[[RunRow], float | None]], ...] = (
@@ -236,14 +237,6 @@ def _flag(value: bool | None, kind: str) -> str:
     return {True: "yes", False: "no", None: "unknown (a gain is missing)"}[value]
 
 
-def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
-        *("| " + " | ".join(cells) + " |" for cells in lines),
-    ]
-
-
 def markdown(summary: SeedsSummary) -> str:
     """The summary table (mean ± sample std, min, max over seeds), its notes and the per-seed values."""
     n = len(summary.experiments)
@@ -266,7 +259,7 @@ def markdown(summary: SeedsSummary) -> str:
         ]
         for r in summary.runs
     ]
-    out += _table(header, lines)
+    out += [markdown_table(header, lines)]
     notes = [f"- {r.run}: no metrics in {', '.join(r.absent)}" for r in summary.runs if r.absent]
     notes += [f"- {r.run}: gated (not trained) in {', '.join(r.gated)}" for r in summary.runs if r.gated]
     out += ["", *notes, ""] if notes else [""]
@@ -281,7 +274,7 @@ def markdown(summary: SeedsSummary) -> str:
         for i, e in enumerate(summary.experiments)
         for r in summary.runs
     ]
-    out += _table(["experiment", "seed", "run", *(title for _, title, _ in METRICS)], per_seed)
+    out += [markdown_table(["experiment", "seed", "run", *(title for _, title, _ in METRICS)], per_seed)]
     return "\n".join(out) + "\n"
 
 
