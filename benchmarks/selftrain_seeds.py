@@ -23,6 +23,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,12 +50,21 @@ IDLE_POLLS = 3
 
 
 def _dvc(args: Sequence[str], repo: Path, env: dict[str, str] | None = None) -> str:
-    """stdout of ``dvc args`` in ``repo``; a failure is a :class:`LeodError` with dvc's last line."""
-    done = subprocess.run(["dvc", *args], cwd=repo, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
+    """stdout of ``dvc args`` in ``repo``; a failure is a :class:`LeodError` with dvc's last line.
+
+    Output goes through temporary files, not pipes: ``dvc queue start`` leaves workers behind
+    that inherit its stdout and stderr, and reading a pipe would wait until they exit."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(
+            ["dvc", *args], cwd=repo, env=env, stdout=out, stderr=err, check=False
+        ).returncode
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if code != 0:
+        tail = (stderr.strip() or stdout.strip()).splitlines()[-1:] or ["no output"]
         raise LeodError(f"dvc {' '.join(args)} failed in {repo}: {one_line(Exception(tail[0]))}")
-    return done.stdout
+    return stdout
 
 
 def queue(repo: Path, runs: Sequence[SeedRun], force: bool) -> list[SeedRun]:
@@ -94,8 +104,11 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
 
 def print_failures(repo: Path, failed: Sequence[str]) -> None:
     for name in failed:
-        done = subprocess.run(["dvc", "queue", "logs", name], cwd=repo, capture_output=True, text=True)
-        tail = (done.stdout + done.stderr).rstrip().splitlines()[-LOG_TAIL_LINES:]
+        try:
+            log = _dvc(["queue", "logs", name], repo)
+        except LeodError as exc:
+            log = str(exc)
+        tail = log.rstrip().splitlines()[-LOG_TAIL_LINES:]
         print(f"--- {name}: last {len(tail)} lines of `dvc queue logs {name}` ---", file=sys.stderr)
         print("\n".join(tail), file=sys.stderr, flush=True)
 

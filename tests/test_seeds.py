@@ -13,6 +13,7 @@ import pytest
 from leod.plumbing.errors import ConfigError
 from leod.plumbing.seeds import (
     aggregate,
+    markdown,
     progress_line,
     queue_command,
     queue_states,
@@ -132,6 +133,16 @@ def test_a_missing_value_is_counted_not_dropped(tmp_path: Path) -> None:
     assert r2.gain_positive_everywhere is None
 
 
+def test_an_undefined_gap_closed_says_why(tmp_path: Path) -> None:
+    runs = seed_runs([5], "seed", [])
+    _write_seed(tmp_path, {**SEEDS[0], "full": 0.1})  # full below the baseline: no gap to close
+    summary = aggregate(runs, {"seed-5": collect_rows(tmp_path, None, ["r0", "r1", "r2"], "full")})
+    assert summary.runs[1].metrics["gap_closed"].values == (None,)
+    text = markdown(summary)
+    assert "- r1: no gap closed in seed-5: full AP 0.100 <= baseline AP 0.200: no gap to close" in text
+    assert "| r1 | 0.300 (min 0.300, max 0.300) |" in text  # one seed: no standard deviation
+
+
 def test_gain_positive_in_every_seed(tmp_path: Path) -> None:
     positive = {s: {**v, "control_r1": 0.1} for s, v in SEEDS.items()}
     runs = seed_runs([0, 1, 2], "seed", [])
@@ -199,6 +210,7 @@ def test_collect_only_end_to_end(repo: Path, capsys: pytest.CaptureFixture[str])
     assert "| r1 | 0.290 ± 0.026 (min 0.260, max 0.310) | 0.253 ± 0.015 (min 0.240, max 0.270) |" in md
     assert "| r2 | 0.340 ± 0.014 (min 0.330, max 0.350), n 2/3 | missing in 3/3 |" in md
     assert "- r2: gated (not trained) in seed-1" in lines
+    assert not [line for line in lines if "no gap closed" in line]  # every seed's full AP > r0's
     assert "| seed-1 | 1 | r1 | 0.260 | 0.270 | -0.010 |" in md
     data = json.loads((repo / "reports" / "seeds.json").read_text())
     assert [e["name"] for e in data["experiments"]] == ["seed-0", "seed-1", "seed-2"]

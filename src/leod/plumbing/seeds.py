@@ -262,6 +262,12 @@ def markdown(summary: SeedsSummary) -> str:
     out += [markdown_table(header, lines)]
     notes = [f"- {r.run}: no metrics in {', '.join(r.absent)}" for r in summary.runs if r.absent]
     notes += [f"- {r.run}: gated (not trained) in {', '.join(r.gated)}" for r in summary.runs if r.gated]
+    notes += [  # a round with a test AP but no gap closed: say why (rows.gap_closed's reason)
+        f"- {row.name}: no gap closed in {name}: {row.gap_note}"
+        for name, rows in summary.per_seed.items()
+        for row in rows
+        if row.is_round and row.gap_closed is None and row.ap("AP") is not None
+    ]
     out += ["", *notes, ""] if notes else [""]
     out += ["## Per seed", ""]
     per_seed = [
