@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import re
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -243,3 +247,58 @@ def test_bad_input_is_one_error_line(
     last = captured.err.strip().splitlines()[-1]
     assert last.startswith("error: ") and message in last, captured.err
     assert captured.out == "" and not (repo / "reports").exists()  # nothing half-written
+
+
+STAGE = """import json, os, sys, yaml
+p = yaml.safe_load(open("params.yaml"))
+if p["seed"] == 2:
+    sys.exit("seed 2 breaks on purpose")
+ap = 0.1 * p["seed"] + 0.01 * p["synthetic"]["seed"] + p["lever"]
+os.makedirs("metrics", exist_ok=True)
+json.dump({"AP": ap}, open("metrics/test_r0.json", "w"))
+json.dump({"AP": ap + 0.5}, open("metrics/test_full.json", "w"))
+"""
+DVC_YAML = """stages:
+  run:
+    cmd: python stage.py
+    deps: [stage.py]
+    params: [seed, synthetic.seed, lever]
+    metrics:
+      - metrics/test_r0.json: {cache: false}
+      - metrics/test_full.json: {cache: false}
+"""
+
+
+@pytest.mark.slow
+def test_queue_runs_reuses_and_reports_a_failed_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real `dvc queue` on a one-stage project (seconds; tests/test_workflow.py queues the
+    leod chain): queued, run, collected; existing experiments reused; a failing seed named."""
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "stage.py").write_text(STAGE)
+    (root / "params.yaml").write_text("seed: 0\nsynthetic:\n  seed: 0\nlever: 0.0\n")
+    (root / "dvc.yaml").write_text(DVC_YAML)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
+    git(root, "init", "-q")
+    subprocess.run(["dvc", "init", "-q"], cwd=root, check=True)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "one stage")
+    argv = ["--repo", str(root), "--poll-s", "1", "--set", "lever=0.25"]
+    assert selftrain_seeds.main([*argv, "--seeds", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "seed-0: queued (seed=0 synthetic.seed=0 lever=0.25)" in out
+    assert "queue started: 1 job(s)" in out and "done 2/2, running 0, queued 0, failed 0" in out
+    assert re.search(r"done 0/2, running [01], queued [12], failed 0", out)  # polled while it runs
+    assert "| r0 | 0.305 ± 0.078 (min 0.250, max 0.360) |" in out  # 0.25 + 0.11 * seed
+
+    assert selftrain_seeds.main([*argv, "--seeds", "0", "1", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "seed-0: experiment exists, reused (--force runs it again)" in captured.out
+    assert "seed-2: queued" in captured.out and "seed-1: queued" not in captured.out
+    assert "seed 2 breaks on purpose" in captured.err  # the tail of its queue log
+    assert captured.err.strip().splitlines()[-1].startswith("error: experiment(s) seed-2 failed")
+    seeds = json.loads((root / "reports" / "seeds.json").read_text())["experiments"]
+    assert [e["name"] for e in seeds] == ["seed-0", "seed-1"]  # the failed run wrote nothing
