@@ -39,10 +39,8 @@ class Source:
     rev: str | None
 
 
-def resolve(repo: Path, name: str) -> Source:
-    """``workspace``, a DVC experiment name or any git revision, as a :class:`Source`."""
-    if name == WORKSPACE:
-        return Source(name, None)
+def experiment_commits(repo: Path, name: str) -> list[str]:
+    """The commits of every DVC experiment called ``name`` (none, one, or several if ambiguous)."""
     refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps/", cwd=repo, required=True)
     matches = []
     for line in filter(None, refs.split("\n")):
@@ -50,6 +48,14 @@ def resolve(repo: Path, name: str) -> Source:
         m = _EXP_REF.match(ref)
         if m and m["name"] == name:
             matches.append(sha)
+    return matches
+
+
+def resolve(repo: Path, name: str) -> Source:
+    """``workspace``, a DVC experiment name or any git revision, as a :class:`Source`."""
+    if name == WORKSPACE:
+        return Source(name, None)
+    matches = experiment_commits(repo, name)
     if len(matches) > 1:
         raise ConfigError(f"experiment name '{name}' is ambiguous ({len(matches)} experiments); use a commit")
     if matches:
