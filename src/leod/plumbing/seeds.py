@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from leod.plumbing.errors import ConfigError
 from leod.report.rows import PRECISION_KEY, RECALL_KEY, RunRow
-from leod.report.tables import _table as markdown_table  # the one markdown table writer
+from leod.report.tables import markdown_table
 
 #: (key in seeds.json, column title, value of a row); the first applies to every run, the rest to rounds
 METRICS: tuple[tuple[str, str, Callable[[RunRow], float | None]], ...] = (

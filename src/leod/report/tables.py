@@ -74,7 +74,7 @@ def _gap_cell(row: RunRow) -> str:
     return f"{row.gap_closed:.3f}" if row.gap_closed is not None else f"n/a ({row.gap_note})"
 
 
-def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(cells) + " |" for cells in lines]
     return "\n".join(out)
@@ -123,7 +123,7 @@ def runs_table(rows: Sequence[RunRow]) -> str:
                 _gate_cell(r),
             ]
         )
-    return _table(header, lines)
+    return markdown_table(header, lines)
 
 
 def compact_table(sources: Mapping[str, Sequence[RunRow]]) -> str:
@@ -147,14 +147,14 @@ def compact_table(sources: Mapping[str, Sequence[RunRow]]) -> str:
                     _gate_cell(r),
                 ]
             )
-    return _table(header, lines)
+    return markdown_table(header, lines)
 
 
 def per_class_table(rows: Sequence[RunRow], classes: Sequence[str]) -> str:
     header = ["run", "AP", *classes, "AP_S", "AP_M", "AP_L"]
     keys = ["AP", *(f"AP_{c}" for c in classes), "AP_S", "AP_M", "AP_L"]
     lines = [[r.name, *(_cell(r.test, r.ap(k)) for k in keys)] for r in rows]
-    return _table(header, lines)
+    return markdown_table(header, lines)
 
 
 def rounds_csv(rows: Sequence[RunRow]) -> str:
