@@ -47,23 +47,37 @@ class ConvLSTMCell(nn.Module):
                 )
         elif self.dws is not None:
             h = x.new_zeros(x.shape[1:])  # the depthwise conv of an empty memory is its bias
-        w_x, w_h = self.mix.weight.split(self.dim, dim=1)
-        x_mix = F.linear(x, w_x, self.mix.bias)  # the gates' input share, all steps at once
+        # weight rows: forget, input, output gates | cell input; columns: x | h
+        dim = self.dim
+        (wx_gates, wh_gates), (wx_cell, wh_cell) = (
+            rows.split(dim, dim=1) for rows in self.mix.weight.split(3 * dim, dim=0)
+        )
+        b_gates, b_cell = self.mix.bias.split(3 * dim)
+        # the input's share of the gates, all steps at once; kept apart from the cell input
+        # so that no activation reads (and no gradient writes) a slice of a wider tensor
+        x_gates = F.linear(x, wx_gates, b_gates).unbind(0)
+        x_cell = F.linear(x, wx_cell, b_cell).unbind(0)
         outputs = []
-        for mix in x_mix.unbind(0):
-            if h is not None:  # no memory: its share of the gates is zero
+        for gates, cell_input in zip(x_gates, x_cell, strict=True):
+            if h is not None:  # no memory: its share is zero
                 h_in = h if self.dws is None else self.dws(h.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-                mix = mix + F.linear(h_in, w_h)
-            forget, inp, out = torch.sigmoid(mix[..., : 3 * self.dim]).chunk(3, dim=-1)
-            cell_input = torch.tanh(mix[..., 3 * self.dim :])
+                gates = _add_product(gates, h_in, wh_gates)
+                cell_input = _add_product(cell_input, h_in, wh_cell)
+            forget, inp, out = torch.sigmoid(gates).chunk(3, dim=-1)
+            cell_input = torch.tanh(cell_input)
             if c is None:  # an empty memory keeps the features' dtype (float32 under autocast)
-                c = (inp * cell_input).to(torch.promote_types(mix.dtype, x.dtype))
+                c = (inp * cell_input).to(torch.promote_types(cell_input.dtype, x.dtype))
             else:
                 c = forget * c + inp * cell_input
             h = out * torch.tanh(c)
             outputs.append(h)
         assert h is not None and c is not None  # at least one step
         return torch.stack(outputs) if len(outputs) > 1 else h.unsqueeze(0), (h, c)
+
+
+def _add_product(share: Tensor, h: Tensor, weight: Tensor) -> Tensor:
+    """``share + h @ weight.T`` over the last dim, as one matrix product."""
+    return torch.addmm(share.flatten(0, -2), h.flatten(0, -2), weight.t()).view(share.shape)
 
 
 def reset_states(states: LstmStates | None, is_first: Tensor) -> LstmStates | None:
