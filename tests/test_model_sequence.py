@@ -148,3 +148,25 @@ def test_fused_adamw_matches_the_default_update() -> None:
     # the checkpointed state has the default optimiser's layout
     assert fused.state_dict()["state"].keys() == plain.state_dict()["state"].keys()
     plain.load_state_dict(fused.state_dict())
+
+
+@pytest.mark.parametrize("all_supervised", [False, True])
+def test_forward_sequence_matches_forward_steps(all_supervised: bool) -> None:
+    """Eval mode (no batch statistics): the sequence run's predictions are the per-step ones,
+    time-major, whether every frame is supervised (no selection) or only some."""
+    torch.manual_seed(0)
+    model = RecurrentDetector(ModelConfig(preset="nano", num_classes=2)).eval()
+    frames = torch.rand(3, 2, 20, 64, 96) * 4
+    supervised = torch.ones(3, 2, dtype=torch.bool)
+    if not all_supervised:
+        supervised[0, 0] = supervised[2, 1] = False
+    with torch.no_grad():
+        preds, _ = model.forward_sequence(frames, None, supervised)
+        states, steps = None, []
+        for t in range(3):
+            step, states = model.forward_step(frames[t], states)
+            steps.append(step)
+    rows = supervised.nonzero().tolist()
+    for field in ("boxes", "obj_logits", "cls_logits"):
+        want = torch.stack([getattr(steps[t], field)[b] for t, b in rows])
+        torch.testing.assert_close(getattr(preds, field), want, rtol=1e-4, atol=1e-4)

@@ -78,8 +78,10 @@ class RecurrentDetector(nn.Module):
         rows = supervised.to(torch.bool).cpu().flatten().nonzero().squeeze(1)  # t * B + b, time-major
         if not rows.numel():
             return None, states
-        rows = rows.to(frames.device)
-        levels = [f.flatten(0, 1).index_select(0, rows) for f in features]
+        levels = [f.flatten(0, 1) for f in features]
+        if rows.numel() < supervised.numel():  # else every frame is supervised: take them all
+            rows = rows.to(frames.device)
+            levels = [f.index_select(0, rows) for f in levels]
         return self.forward_detect(levels), states
 
     def loss(self, preds: RawPredictions, targets: BoxTargets) -> LossTerms:
