@@ -47,7 +47,7 @@ from leod.data.sampling import TrainSampler
 from leod.data.sequence import load_split, open_sequences
 from leod.model.detector import RecurrentDetector
 from leod.training.device import autocast, pick_device
-from leod.training.loop import seed_everything, supervised_targets
+from leod.training.loop import make_optimizer, seed_everything, supervised_targets
 
 PHASES = ("data", "forward", "assign", "loss", "backward", "optimizer")
 
@@ -101,7 +101,7 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     sampler = TrainSampler(seqs, params.loader, params.seed)
     batches = iterate_batches(seqs, iter(sampler), params.loader.num_workers)
     model = RecurrentDetector(params.model_config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, params.train.lr, params.train.weight_decay)
 
     timer = PhaseTimer(device)
     # the loss calls the assignment through its module namespace: time it there

@@ -38,7 +38,7 @@ class Sample:
 class Batch:
     """B samples of L steps; tensors are time-major. Slots ``[0, n_stream)`` are streamed."""
 
-    frames: torch.Tensor  # (L, B, C, H, W) float32 event counts
+    frames: torch.Tensor  # (L, B, C, H, W) float32 event counts, channels-last in memory
     is_first: torch.Tensor  # (B,) bool: reset the recurrent state of this slot first
     padded: torch.Tensor  # (L, B) bool: no real frame (tail of a stream, start of a random sample)
     supervised: torch.Tensor  # (L, B) bool: the frame is a kept label frame
@@ -80,7 +80,10 @@ def collate(samples: Sequence[Sample], n_stream: int) -> Batch:
     length, batch = len(samples[0].supervised), len(samples)
     n_max = max(1, max(len(b) for s in samples for b in s.boxes))
     # Filled slot by slot, converting uint8 -> float32 in the copy: no full-size intermediate.
-    frames = torch.empty((length, batch) + samples[0].frames.shape[1:], dtype=torch.float32)
+    # Channels-last memory (shape still (L, B, C, H, W)): the layout the stem conv runs on, so
+    # the model needs no second full-size copy to change it.
+    channels, height, width = samples[0].frames.shape[1:]
+    frames = torch.empty((length, batch, height, width, channels), dtype=torch.float32).permute(0, 1, 4, 2, 3)
     targets = torch.zeros((length, batch, n_max, len(TARGET_FIELDS)), dtype=torch.float32)
     valid = torch.zeros((length, batch, n_max), dtype=torch.bool)
     ignore = torch.zeros((length, batch, n_max), dtype=torch.bool)

@@ -4,8 +4,10 @@ Stage 1 is an overlapping 7x7 stride-4 patch embedding; stages 2-4 downsample by
 3x3 conv. Each stage's LSTM output ``h`` is both its feature map and the next stage's
 input, so temporal memory is available at every scale. Inside a stage the attention works
 on token sequences (see :mod:`leod.model.maxvit`); the LSTM and its states are spatial,
-channels-last ``(B, H, W, C)``. The NCHW tensors handed on are permuted views of ``h``
-(channels_last memory format), which the convolutions downstream consume without a copy.
+channels-last ``(B, H, W, C)``. Over a run of T frames the backbone goes stage by stage,
+each stage on all T*B frames at once (only the LSTM memory is stepped in time). The NCHW
+tensors handed on are permuted views of ``h`` (channels_last memory format), which the
+convolutions downstream consume without a copy.
 """
 
 from __future__ import annotations
@@ -55,15 +57,17 @@ class RecurrentStage(nn.Module):
     def forward(
         self, x: Tensor, state: LstmState | None, partition: tuple[int, int]
     ) -> tuple[Tensor, LstmState]:
-        """``x (B, C_in, H, W)`` -> features ``(B, C, H/f, W/f)`` (channels_last view) and state."""
-        y = self.downsample(x)
-        batch, height, width, dim = y.shape
-        tokens, order = y.reshape(batch, height * width, dim), "spatial"
+        """``x (T, B, C_in, H, W)`` -> features ``(T, B, C, H/f, W/f)`` (channels_last views) and
+        the state after step T. All but the LSTM's memory path runs on the T*B frames at once."""
+        steps, batch = x.shape[:2]
+        y = self.downsample(x.flatten(0, 1))
+        frames, height, width, dim = y.shape
+        tokens, order = y.reshape(frames, height * width, dim), "spatial"
         for block in self.blocks:
             tokens, order = block(tokens, order, (height, width), partition)
-        y = reorder(tokens, (height, width), partition, order, "spatial").view(batch, height, width, dim)
-        h, c = self.lstm(y, state)
-        return h.permute(0, 3, 1, 2), (h, c)
+        y = reorder(tokens, (height, width), partition, order, "spatial")
+        h, state = self.lstm(y.view(steps, batch, height, width, dim), state)
+        return h.permute(0, 1, 4, 2, 3), state
 
 
 class RecurrentBackbone(nn.Module):
@@ -100,7 +104,17 @@ class RecurrentBackbone(nn.Module):
         return height // unit, width // unit
 
     def forward(self, x: Tensor, states: LstmStates | None) -> tuple[list[Tensor], LstmStates]:
-        """``x (B, C, H, W)``, already padded to a multiple of 32 * partition_split."""
+        """``x (T, B, C, H, W)`` time-major frames, or one step ``(B, C, H, W)``, already padded
+        to a multiple of 32 * partition_split -> the FPN features (with the same leading dims)
+        and the states after the last step.
+
+        The stages run one after the other over all T steps: stage s at step t needs only
+        stage s-1 at step t and its own memory, so each stage's downsampling and attention
+        process the T*B frames in one batch and only its LSTM memory is stepped in time.
+        """
+        if x.ndim == 4:
+            features, new_states = self(x.unsqueeze(0), states)
+            return [f.squeeze(0) for f in features], new_states
         if states is not None and len(states) != len(self.stages):
             raise ValueError(f"expected {len(self.stages)} LSTM states, got {len(states)}")
         partition = self.partition_size(x.shape[-2], x.shape[-1])
@@ -115,13 +129,19 @@ class RecurrentBackbone(nn.Module):
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Zero-pad the bottom/right of ``(B, C, H, W)`` to multiples of ``multiple`` (as RVT).
+    """Zero-pad the bottom/right of ``(..., C, H, W)`` to multiples of ``multiple`` (as RVT).
 
     Bottom/right padding leaves pixel coordinates unchanged, so boxes need no shift. The
-    result is in channels_last memory format: the padding copy does the layout change for
-    free, and the stem convolution runs faster on channels-last input.
+    result is in channels_last memory format, which the stem convolution runs faster on:
+    ``x`` itself when it needs no padding and already is, else a copy (the padding copy does
+    the layout change for free; only the padding itself is zero-filled).
     """
-    batch, channels, height, width = x.shape
-    padded = x.new_zeros(batch, -(-height // multiple) * multiple, -(-width // multiple) * multiple, channels)
-    padded[:, :height, :width] = x.permute(0, 2, 3, 1)
-    return padded.permute(0, 3, 1, 2)
+    *lead, channels, height, width = x.shape
+    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+    if (padded_h, padded_w) == (height, width) and x.movedim(-3, -1).is_contiguous():
+        return x
+    padded = x.new_empty(*lead, padded_h, padded_w, channels)
+    padded[..., :height, :width, :] = x.movedim(-3, -1)
+    padded[..., height:, :, :] = 0
+    padded[..., :height, width:, :] = 0
+    return padded.movedim(-1, -3)

@@ -59,8 +59,9 @@ class RecurrentDetector(nn.Module):
 
     forward = forward_step
 
-    # Training follows RVT: the backbone runs over every time step, the neck and head once, on
-    # the supervised (time, sample) pairs only, so unlabelled frames only feed the memory.
+    # Training follows RVT: the backbone runs over every time step (stage by stage, see
+    # RecurrentBackbone.forward), the neck and head once, on the supervised (time, sample)
+    # pairs only, so unlabelled frames only feed the memory.
     def forward_sequence(
         self, frames: Tensor, states: LstmStates | None, supervised: Tensor
     ) -> tuple[RawPredictions | None, LstmStates]:
@@ -73,17 +74,14 @@ class RecurrentDetector(nn.Module):
         self._check_frames(frames, 5, "sequence")
         if tuple(supervised.shape) != tuple(frames.shape[:2]):
             raise ValueError(f"supervised mask {tuple(supervised.shape)} does not match frames (T, B)")
-        supervised = supervised.to(torch.bool).cpu()
-        picked: list[list[Tensor]] = []
-        for t in range(frames.shape[0]):
-            features, states = self.forward_backbone(frames[t], states)
-            rows = supervised[t].nonzero().squeeze(1)
-            if rows.numel():
-                rows = rows.to(frames.device)
-                picked.append([f.index_select(0, rows) for f in features])
-        if not picked:
+        features, states = self.backbone(pad_to_multiple(frames, self.cfg.pad_multiple), states)
+        rows = supervised.to(torch.bool).cpu().flatten().nonzero().squeeze(1)  # t * B + b, time-major
+        if not rows.numel():
             return None, states
-        levels = [torch.cat([step[i] for step in picked]) for i in range(len(picked[0]))]
+        levels = [f.flatten(0, 1) for f in features]
+        if rows.numel() < supervised.numel():  # else every frame is supervised: take them all
+            rows = rows.to(frames.device)
+            levels = [f.index_select(0, rows) for f in levels]
         return self.forward_detect(levels), states
 
     def loss(self, preds: RawPredictions, targets: BoxTargets) -> LossTerms:

@@ -89,6 +89,10 @@ class LayerScale(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x * self.gamma
 
+    def residual(self, skip: Tensor, x: Tensor) -> Tensor:
+        """``skip + self(x)`` in one pass."""
+        return torch.addcmul(skip, x, self.gamma)
+
 
 class PartitionAttention(nn.Module):
     """Self-attention within each partition plus MLP, on ``(partitions, tokens, C)``."""
@@ -114,8 +118,8 @@ class PartitionAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(groups, length, dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.ls1(self._attend(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        x = self.ls1.residual(x, self._attend(self.norm1(x)))
+        return self.ls2.residual(x, self.mlp(self.norm2(x)))
 
 
 class MaxViTBlock(nn.Module):

@@ -63,6 +63,17 @@ class TrainResult:
         return self.final_weights, self.steps, last_ap
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the model's parameters, as one fused kernel where torch has one (CPU, CUDA).
+
+    The fused step does the same per-element AdamW update as the default multi-tensor one,
+    in a single pass over each parameter (it differs only in float rounding).
+    """
+    params = list(model.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+
+
 def seed_everything(seed: int) -> None:
     """One seed for torch, numpy and python: a fixed seed gives the same run on CPU."""
     import random
@@ -232,7 +243,7 @@ def _train(
         distributed.convert_sync_batchnorm(model)  # before compiling: the graph sees the synced layers
     prepare_for_gpu(model, device, tcfg)
     batch_loss = distributed.wrap_ddp(BatchLoss(model), device)  # DDP under torchrun
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    optimizer = make_optimizer(model, tcfg.lr, tcfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=tcfg.lr,
