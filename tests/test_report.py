@@ -425,7 +425,14 @@ def test_stage_writes_report(
     args += ["--out", str(out)]
     assert main([*args, "--runs", "r0", "r1", "r2", "--full", "full"]) == 0
     assert "4 runs, 4 missing input file(s)" in capsys.readouterr().out
-    written = {"report.md", "rounds.csv", "gains.json", "ap_per_round.png", "pseudo_pr.png", "plots_page.html"}
+    written = {
+        "report.md",
+        "rounds.csv",
+        "gains.json",
+        "ap_per_round.png",
+        "pseudo_pr.png",
+        "plots_page.html",
+    }
     assert {p.name for p in out.iterdir()} == written
     assert main([*args, "--runs", "r0", "r0"]) == 2
     assert "distinct" in capsys.readouterr().err
