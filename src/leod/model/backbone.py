@@ -4,10 +4,8 @@ Stage 1 is an overlapping 7x7 stride-4 patch embedding; stages 2-4 downsample by
 3x3 conv. Each stage's LSTM output ``h`` is both its feature map and the next stage's
 input, so temporal memory is available at every scale. Inside a stage the attention works
 on token sequences (see :mod:`leod.model.maxvit`); the LSTM and its states are spatial,
-channels-last ``(B, H, W, C)``. Over a run of T frames the backbone goes stage by stage,
-each stage on all T*B frames at once (only the LSTM memory is stepped in time). The NCHW
-tensors handed on are permuted views of ``h`` (channels_last memory format), which the
-convolutions downstream consume without a copy.
+channels-last ``(B, H, W, C)``. Over T frames the backbone goes stage by stage, each on all
+T*B frames at once (only the LSTM memory steps in time); NCHW outputs are channels-last views.
 """
 
 from __future__ import annotations
