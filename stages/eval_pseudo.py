@@ -1,5 +1,6 @@
 """Stage eval_pseudo@rK: precision/recall and COCO AP of a round's pseudo labels against the
-ground truth that the subsample stage withheld.
+ground truth that the subsample stage withheld, as the student receives them: boxes under
+``selftrain.soft_thresh`` count as ignore regions, not as objects.
 
 Example (what `dvc repro eval_pseudo@r1` runs):
   python stages/eval_pseudo.py --round r1 --data data/preprocessed \
@@ -32,7 +33,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
     seqs = open_sequences(root, manifest, "train")
     check_split_names(args.split, kept, [s.name for s in seqs])
     check_against_dataset(labels_file, pseudo, {s.name: s.timestamps_us for s in seqs}, manifest.classes)
-    inputs = quality_inputs(seqs, pseudo, kept, manifest.downsample)
+    soft_thresh = params.for_round(args.round).selftrain.soft_thresh
+    inputs = quality_inputs(seqs, pseudo, kept, manifest.downsample, soft_thresh)
     with stage_run(
         f"eval_pseudo_{args.round}", {"round": args.round}, params.tracking.experiment, round_name=args.round
     ) as tracker:

@@ -205,6 +205,29 @@ def test_eval_pseudo_accepts_the_good_file(ws: Workspace, run_stage, tmp_path: P
     assert metrics["precision@0.5"] == metrics["recall@0.5"] == 1.0
 
 
+def test_eval_pseudo_judges_the_labels_after_the_soft_thresholds(
+    ws: Workspace, run_stage, tmp_path: Path
+) -> None:
+    # cars at objectness 0.5 (soft threshold 0.7): the student ignores them, so no car is found
+    params = yaml.safe_load(ws.params.read_text())
+    assert params["selftrain"]["soft_thresh"][0] > 0.5 and params["selftrain"]["soft_thresh"][1] <= 1.0
+
+    def weak_cars(a: dict[str, np.ndarray]) -> None:
+        for key in [k for k in a if k.endswith("/labels")]:
+            boxes = a[key].copy()
+            boxes["objectness"][boxes["class_id"] == 0] = 0.5
+            a[key] = boxes
+
+    _edit_npz(ws.pseudo / LABELS_FILE, tmp_path / "pseudo" / LABELS_FILE, weak_cars)
+    out, pr = tmp_path / "pseudo_r1.json", tmp_path / "pr.csv"
+    args = ["--params", ws.params, "--round", "r1", "--data", ws.data, "--split", ws.split]
+    proc = run_stage("eval_pseudo", *args, "--pseudo", tmp_path / "pseudo", "--out", out, "--pr", pr)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads(out.read_text())
+    assert metrics["recall@0.5/car"] == 0.0 and metrics["recall@0.5/ped"] == 1.0
+    assert metrics["precision@0.5"] == 1.0 and metrics["ignore_per_frame"] > 0
+
+
 @pytest.mark.parametrize("stage", ["eval_pseudo", "pseudolabel"])
 def test_a_split_of_other_sequences_is_refused(ws: Workspace, run_stage, stage: str, tmp_path: Path) -> None:
     # otherwise no frame counts as kept: eval_pseudo would judge GT copies as pseudo labels

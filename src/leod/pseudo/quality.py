@@ -21,6 +21,7 @@ from leod.evaluation.ground_truth import ground_truth
 from leod.evaluation.prophesee import UNDEFINED, evaluate_detection
 from leod.labels.boxes import BOX_DTYPE, to_representation_pixels, validate_boxes
 from leod.plumbing.errors import ConfigError, DataFormatError, LeodError
+from leod.pseudo.soft import soften
 from leod.pseudo.store import SequenceLabels
 
 #: IoU thresholds of the precision / recall keys (LEOD's ``val_dst.py`` uses the same three).
@@ -298,14 +299,19 @@ def quality_inputs(
     pseudo: Mapping[str, SequenceLabels],
     kept: Mapping[str, Sequence[int]],
     downsample: bool,
+    soft_thresh: Sequence[float],
 ) -> QualityInputs:
-    """Pair a round's pseudo labels (sensor pixels) with the ground truth of the same frames."""
+    """Pair a round's pseudo labels (sensor pixels) with the ground truth of the same frames.
+
+    The labels are judged as the student receives them: a box under ``soft_thresh`` (see
+    :func:`leod.pseudo.soft.soften`) is an ignore region, not an object.
+    """
     labelled_seqs = [s for s in seqs if s.name in pseudo]
     gt = ground_truth(labelled_seqs, at_frame_time=True)
     boxes, withheld = {}, {}
     for seq in labelled_seqs:
         # back to the representation pixels the GT is in
-        boxes[seq.name] = to_representation_pixels(pseudo[seq.name].labels, downsample)
+        boxes[seq.name] = to_representation_pixels(soften(pseudo[seq.name].labels, soft_thresh), downsample)
         labelled = set(pseudo[seq.name].repr_idx.tolist())
         kept_repr = set(seq.label_repr[np.asarray(kept.get(seq.name, []), np.int64)].tolist())
         times = [seq.timestamps_us[r] for r in seq.label_repr if r in labelled and r not in kept_repr]
