@@ -45,7 +45,8 @@ from leod.plumbing.seeds import (
 from leod.plumbing.stage import report_error
 
 LOG_TAIL_LINES = 30
-#: polls in a row with none of our experiments running or queued before "not listed" is an error
+#: polls in a row with none of our experiments running or queued before "not listed" is an error,
+#: and failed `dvc queue status` calls in a row before that is one
 IDLE_POLLS = 3
 
 
@@ -88,10 +89,20 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     _dvc(["queue", "start", "-j", str(jobs)], repo, env)
     print(f"queue started: {jobs} job(s), {threads} thread(s) each", flush=True)
-    start, idle = time.monotonic(), 0
+    start, idle, failures = time.monotonic(), 0, 0
     while True:
         finished = {n for n in names if experiment_commits(repo, n)}
-        states = queue_states(_dvc(["queue", "status"], repo), names, finished)
+        try:
+            status = _dvc(["queue", "status"], repo)
+        except LeodError as exc:  # transient while an experiment holds DVC's lock; the queue runs on
+            failures += 1
+            if failures >= IDLE_POLLS:
+                raise
+            print(f"warning: {exc}; polling again in {poll_s:.0f} s", flush=True)
+            time.sleep(poll_s)
+            continue
+        failures = 0
+        states = queue_states(status, names, finished)
         print(progress_line(states, time.monotonic() - start), flush=True)
         pending = [n for n, s in states.items() if s in ("Running", "Queued", "Unknown")]
         if not pending:

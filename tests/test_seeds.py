@@ -287,8 +287,20 @@ def test_queue_runs_reuses_and_reports_a_failed_seed(
     git(root, "add", "-A")
     git(root, "commit", "-qm", "one stage")
     argv = ["--repo", str(root), "--poll-s", "1", "--set", "lever=0.25"]
+    real_dvc, status_calls = selftrain_seeds._dvc, []
+
+    def first_status_fails(args: list[str], repo: Path, env: dict[str, str] | None = None) -> str:
+        # `dvc queue status` can fail while a running experiment holds DVC's lock
+        if args[:2] == ["queue", "status"]:
+            status_calls.append(args)
+            if len(status_calls) == 1:
+                raise selftrain_seeds.LeodError("dvc queue status failed in .: Having any troubles?")
+        return real_dvc(args, repo, env)
+
+    monkeypatch.setattr(selftrain_seeds, "_dvc", first_status_fails)
     assert selftrain_seeds.main([*argv, "--seeds", "0", "1"]) == 0
     out = capsys.readouterr().out
+    assert "warning: dvc queue status failed in .: Having any troubles?; polling again in 1 s" in out
     assert "seed-0: queued (seed=0 synthetic.seed=0 lever=0.25)" in out
     assert "queue started: 1 job(s)" in out and "done 2/2, running 0, queued 0, failed 0" in out
     assert re.search(r"done 0/2, running [01], queued [12], failed 0", out)  # polled while it runs
