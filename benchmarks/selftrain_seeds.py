@@ -13,6 +13,7 @@ JSON beside it (default reports/seeds.md and reports/seeds.json).
 
     OMP_NUM_THREADS=1 python benchmarks/selftrain_seeds.py --seeds 0 1 2 --jobs 2
     python benchmarks/selftrain_seeds.py --set subsample.ratio=0.02 --prefix ratio02
+    python benchmarks/selftrain_seeds.py --set '~rounds.r2' --set pseudo.min_side=4 --prefix side4  # r1 only
     python benchmarks/selftrain_seeds.py --collect-only
 """
 

@@ -29,7 +29,8 @@ METRICS: tuple[tuple[str, str, Callable[[RunRow], float | None]], ...] = (
 )
 #: the parameters each seed's experiment sets: the training seed and the synthetic data's seed
 SEED_KEYS = ("seed", "synthetic.seed")
-_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-\[\]]*=.*$")
+#: DVC's (Hydra's) overrides: ``key=value``, or ``~key`` to remove a key (``~rounds.r2``: r1 only)
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-\[\]]*=.*|~[A-Za-z_][A-Za-z0-9_.\-]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 #: `dvc queue status` words, in the order one name's several tasks (retries) decide its state
 QUEUE_STATES = ("Running", "Queued", "Success", "Failed")
@@ -134,7 +135,7 @@ def seed_runs(seeds: Sequence[int], prefix: str, extra: Sequence[str]) -> list[S
         raise ConfigError(f"--prefix '{prefix}': letters, digits, '.', '_' and '-' only")
     for item in extra:
         if not _OVERRIDE.match(item):
-            raise ConfigError(f"--set '{item}': expected key=value (e.g. subsample.ratio=0.02)")
+            raise ConfigError(f"--set '{item}': expected key=value (e.g. subsample.ratio=0.02) or ~key")
         if item.split("=", 1)[0] in SEED_KEYS:
             raise ConfigError(f"--set '{item}': {' and '.join(SEED_KEYS)} are set per seed by --seeds")
     return [SeedRun(s, f"{prefix}-{s}", (*(f"{k}={s}" for k in SEED_KEYS), *extra)) for s in seeds]
