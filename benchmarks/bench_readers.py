@@ -16,7 +16,8 @@ sizes). The competitors are optional (``pip install -e .[bench]``); a missing on
    mismatch is reported, not raised (expelliarmus' EVT 3.0 timestamps are known to be wrong).
    The real samples in ``../shared/real-events`` are timed too, checked against our decode.
 4. The peak memory (tracemalloc) of streaming each file with ``iter_chunks`` is measured for
-   two file lengths: it does not grow with the file.
+   two file lengths, and for a DAT file of ``--long-copies`` time-shifted copies of the DAT
+   one (10: 200M events, 1.5 GiB): it does not grow with the file.
 
 The machine may be shared, so the load average is printed before and after.
 """
@@ -42,7 +43,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from leod.events import open_recording  # noqa: E402
-from leod.events.dat import write_dat  # noqa: E402
+from leod.events.dat import RECORD_DTYPE, read_dat_header, write_dat  # noqa: E402
 from leod.events.types import Events  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,12 +169,32 @@ def streaming_peak_mb(path: Path) -> float:
     return peak / 2**20
 
 
+def long_dat(src: Path, dst: Path, copies: int) -> int:
+    """Write ``copies`` back-to-back copies of ``src``'s records, each shifted past the last one
+    in time; returns the number of events. Never holds more than two copies in memory."""
+    body = read_dat_header(src).body_offset
+    records = np.fromfile(src, RECORD_DTYPE, offset=body)
+    span = int(records["t"][-1]) + 1
+    if copies * span >= 2**32:
+        raise SystemExit(f"--long-copies {copies}: the timestamps would pass the 32-bit DAT counter")
+    with open(src, "rb") as f:
+        header = f.read(body)
+    with open(dst, "wb") as f:
+        f.write(header)
+        for k in range(copies):
+            shifted = records.copy()
+            shifted["t"] += k * span
+            f.write(shifted.tobytes())
+    return copies * len(records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000_000)
     parser.add_argument("--rate", type=float, default=4.0, help="million events per second")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--formats", default="dat,evt2,evt3")
+    parser.add_argument("--long-copies", type=int, default=10, help="copies in the long DAT file (0: none)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}  (NUMBA_NUM_THREADS={os.environ['NUMBA_NUM_THREADS']})")
     events = synthetic_events(args.events, args.rate)
@@ -227,6 +248,15 @@ def main() -> None:
                 f"  {case.name:34s} peak {peak_full:6.1f} MiB (file {size / 2**20:.0f} MiB); "
                 f"first 10 % of it: {peak_part:6.1f} MiB"
             )
+            if case.path.suffix == ".dat" and args.long_copies > 0:
+                long = folder / "long_td.dat"
+                n = long_dat(case.path, long, args.long_copies)
+                peak = streaming_peak_mb(long)
+                peaks.append(
+                    f"  {f'DAT, {n / 1e6:g}M ({args.long_copies} copies)':34s} peak {peak:6.1f} MiB "
+                    f"(file {long.stat().st_size / 2**20:.0f} MiB)"
+                )
+                long.unlink()
     finally:
         shutil.rmtree(folder)
     print("\n| file | decoder | M ev/s (wall) | M ev/s (CPU) | ratio to expelliarmus (wall / CPU) | output |")
