@@ -21,6 +21,7 @@ from leod.plumbing.seeds import (
     progress_line,
     queue_command,
     queue_states,
+    queue_workers,
     seed_runs,
     stat_cell,
     threads_per_job,
@@ -201,6 +202,9 @@ e4f5a6b  seed-1    09:00 PM   Queued
     assert line == "done 1/5, running 1, queued 2, failed 0, not listed 1, 2:05 elapsed, ETA ~9 min"
     assert progress_line({"a": "Queued"}, 5).endswith("0:05 elapsed, ETA after the first experiment")
     assert progress_line({"a": "Success", "b": "Failed"}, 60).endswith("1:00 elapsed, finished")
+    assert queue_workers(status) is None
+    assert queue_workers(status + "\nWorker status: 0 active, 0 idle\n") == 0
+    assert queue_workers(status + "\nWorker status: 0 active, 1 idle\n") == 1
 
 
 def test_collect_only_end_to_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

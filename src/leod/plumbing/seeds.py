@@ -169,6 +169,13 @@ def queue_states(status: str, names: Sequence[str], finished: set[str]) -> dict[
     return states
 
 
+def queue_workers(status: str) -> int | None:
+    """The workers, active or idle, that ``dvc queue status`` reports (``Worker status: 1 active,
+    0 idle``); None when the line is missing."""
+    match = re.search(r"^Worker status: (\d+) active, (\d+) idle", status, re.MULTILINE)
+    return int(match.group(1)) + int(match.group(2)) if match else None
+
+
 def progress_line(states: Mapping[str, str], elapsed_s: float) -> str:
     """``done 1/3, running 2, queued 0, failed 0, 12:30 elapsed, ETA ~25 min`` (the ETA assumes the
     remaining experiments take as long as the finished ones did, with the same parallelism)."""
