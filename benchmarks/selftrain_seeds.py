@@ -8,12 +8,14 @@ data) plus every ``--set key=value``. An experiment that already exists is reuse
 with OMP/MKL threads = cores / jobs. A failed experiment: the tail of its log is printed, the
 others are waited for (and kept, so rerunning the same command retries only the failed seeds),
 and the command ends with an ``error:`` line naming it, exit status 2, writing nothing.
-``--collect-only`` only reads the existing experiments. Output: ``--out`` (markdown) and the
+``--collect-only`` only reads the existing experiments. ``--set '~rounds.r2'`` runs round 1 only
+(a cheaper lever screen); the summary then still lists r2 with the committed workspace's r2
+metrics, which the experiment did not produce. Output: ``--out`` (markdown) and the
 JSON beside it (default reports/seeds.md and reports/seeds.json).
 
     OMP_NUM_THREADS=1 python benchmarks/selftrain_seeds.py --seeds 0 1 2 --jobs 2
     python benchmarks/selftrain_seeds.py --set subsample.ratio=0.02 --prefix ratio02
-    python benchmarks/selftrain_seeds.py --set '~rounds.r2' --set pseudo.min_side=4 --prefix side4  # r1 only
+    python benchmarks/selftrain_seeds.py --set '~rounds.r2' --set pseudo.min_side=4 --prefix side4
     python benchmarks/selftrain_seeds.py --collect-only
 """
 
