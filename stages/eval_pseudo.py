@@ -1,6 +1,6 @@
 """Stage eval_pseudo@rK: precision/recall and COCO AP of a round's pseudo labels against the
 ground truth that the subsample stage withheld, as the student receives them: boxes under
-``selftrain.soft_thresh`` count as ignore regions, not as objects.
+selftrain.soft_thresh count as ignore regions, not as objects.
 
 Example (what `dvc repro eval_pseudo@r1` runs):
   python stages/eval_pseudo.py --round r1 --data data/preprocessed \
