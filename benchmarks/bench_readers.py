@@ -18,6 +18,9 @@ sizes). The competitors are optional (``pip install -e .[bench]``); a missing on
 4. The peak memory (tracemalloc) of streaming each file with ``iter_chunks`` is measured for
    two file lengths, and for a DAT file of ``--long-copies`` time-shifted copies of the DAT
    one (10: 200M events, 1.5 GiB): it does not grow with the file.
+5. Our DAT read is split into its parts, each timed alone: reading the file, the decode kernel,
+   allocating and first touching the outputs, and the kernel's memory floor (numpy writing
+   every output byte once and reading every record once), which says what bounds it.
 
 The machine may be shared, so the load average is printed before and after.
 """
@@ -43,7 +46,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from leod.events import open_recording  # noqa: E402
-from leod.events.dat import RECORD_DTYPE, read_dat_header, write_dat  # noqa: E402
+from leod.events.dat import RECORD_DTYPE, _decode_dat, read_dat_header, write_dat  # noqa: E402
+from leod.events.policy import ReadPolicy, new_accumulator  # noqa: E402
+from leod.events.reader import DEFAULT_CHUNK_SIZE, OutputBuffer, read_blocks  # noqa: E402
 from leod.events.types import Events  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,6 +165,52 @@ def time_case(case: Case, repeats: int, slow: set[str]) -> list[tuple[str, float
     ]
 
 
+def _median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
+
+
+def dat_breakdown(path: Path, repeats: int) -> list[str]:
+    """Where our whole-file DAT read spends its time: the parts timed alone, beside the floor
+    that memory sets on the kernel (numpy filling and copying the same bytes)."""
+    header = read_dat_header(path)
+    words = np.fromfile(path, np.uint8, offset=header.body_offset).view("<u4")
+    n = len(words) // 2
+    warm = OutputBuffer(n)
+
+    def read_file() -> None:
+        for _ in read_blocks(path, header.body_offset, RECORD_DTYPE, DEFAULT_CHUNK_SIZE):
+            pass
+
+    def kernel() -> None:  # the numba decoder itself, into outputs already in memory
+        acc = new_accumulator(ReadPolicy(), HEIGHT, WIDTH)
+        _decode_dat(words, np.asarray([-1, 0], np.int64), acc, warm.t, warm.x, warm.y, warm.p, 0)
+
+    def first_touch() -> None:  # what a fresh read_all output costs before any event is written
+        out = OutputBuffer(n)
+        for column in (out.t, out.x, out.y, out.p):
+            column.fill(0)
+
+    def memory_floor() -> None:  # read the records once, write every output byte once
+        for column in (warm.t, warm.x, warm.y, warm.p):
+            column.fill(1)
+        words.sum(dtype=np.uint32)
+
+    parts = {
+        "whole read_all": lambda: ours(path),
+        "read the file in blocks (page cache)": read_file,
+        "decode kernel into touched outputs": kernel,
+        "allocate + first touch of the outputs": first_touch,
+        "kernel's memory floor (read 8 B, write 13 B per event)": memory_floor,
+    }
+    return [f"  {name:56s} {_median_ms(fn, repeats):7.1f} ms" for name, fn in parts.items()]
+
+
 def streaming_peak_mb(path: Path) -> float:
     tracemalloc.start()
     for _ in open_recording(path).iter_chunks():
@@ -201,6 +252,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench_readers_"))
     rows: list[tuple[str, int, str, float, float, str]] = []
     peaks: list[str] = []
+    profile: list[str] = []
     try:
         writers = {
             "dat": lambda p: write_dat(p, events, HEIGHT, WIDTH),
@@ -235,6 +287,10 @@ def main() -> None:
                     f"  check: {check or 'equal'}",
                     flush=True,
                 )
+        dat = [case for case in cases if case.path.suffix == ".dat"]
+        if dat:
+            profile += [f"where our DAT read of {dat[0].name} goes (medians of {args.repeats}):"]
+            profile += dat_breakdown(dat[0].path, args.repeats)
         for case in cases[: len(args.formats.split(","))]:
             size = case.path.stat().st_size
             half = folder / f"half{case.path.suffix}"
@@ -267,6 +323,8 @@ def main() -> None:
         print(
             f"| {case} | {name} | {n / wall / 1e6:.1f} | {n / cpu / 1e6:.1f} | {ratio} | {check or 'exact'} |"
         )
+    if profile:
+        print("\n" + "\n".join(profile))
     print("\nstreaming memory (iter_chunks, default chunk size, tracemalloc peak):")
     print("\n".join(peaks))
     print(f"load average after: {os.getloadavg()}")

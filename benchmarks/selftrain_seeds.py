@@ -9,9 +9,9 @@ with OMP/MKL threads = cores / jobs. A failed experiment: the tail of its log is
 others are waited for (and kept, so rerunning the same command retries only the failed seeds),
 and the command ends with an ``error:`` line naming it, exit status 2, writing nothing.
 ``--collect-only`` only reads the existing experiments. ``--set '~rounds.r2'`` runs round 1 only
-(a cheaper lever screen); the summary then still lists r2 with the committed workspace's r2
-metrics, which the experiment did not produce. Output: ``--out`` (markdown) and the
-JSON beside it (default reports/seeds.md and reports/seeds.json).
+(a cheaper lever screen); the summary lists the rounds each experiment's params.yaml declares.
+Output: ``--out`` (markdown) and the JSON beside it (default reports/seeds.md and
+reports/seeds.json).
 
     OMP_NUM_THREADS=1 python benchmarks/selftrain_seeds.py --seeds 0 1 2 --jobs 2
     python benchmarks/selftrain_seeds.py --set subsample.ratio=0.02 --prefix ratio02

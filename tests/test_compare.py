@@ -71,6 +71,21 @@ def test_workspace_commit_and_experiment_side_by_side(repo: Path) -> None:
     assert len(lines) == 3 * 5
 
 
+def test_rounds_that_params_no_longer_declares_are_left_out(repo: Path) -> None:
+    """An experiment run with ``-S '~rounds.r2'`` keeps its parent's metrics of r2 (and r10):
+    the table shows the rounds its params.yaml declares, the workspace without one shows all."""
+    (repo / "params.yaml").write_text("rounds:\n  r1: {prev: r0}\n")
+    git(repo, "add", "params.yaml")
+    git(repo, "commit", "-qm", "r1 only")
+    table = compare(repo, ["HEAD", "HEAD~1"])
+    runs = [tuple(c.strip() for c in line.strip("|").split("|"))[:2] for line in table.splitlines()[2:]]
+    assert [r for s, r in runs if s == "HEAD"] == ["r0", "r1", "full"]
+    assert [r for s, r in runs if s == "HEAD~1"] == ["r0", "r1", "r2", "r10", "full"]
+    (repo / "params.yaml").write_text("rounds: [unclosed\n")
+    with pytest.raises(ConfigError, match="workspace: params.yaml is not valid YAML"):
+        compare(repo, ["workspace"])
+
+
 def test_unknown_source_is_one_clear_error(repo: Path) -> None:
     with pytest.raises(ConfigError, match="neither 'workspace', a DVC experiment nor a git revision"):
         resolve(repo, "no-such-thing")

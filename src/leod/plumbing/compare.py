@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from leod.plumbing.errors import ConfigError, MissingInputError
 from leod.plumbing.git import git
 from leod.plumbing.mlflow_store import _sqlite_path, runs_url, tracking_uri
@@ -25,6 +27,7 @@ from leod.report.rows import CONTROL_PREFIX, RunRow, collect_rows
 from leod.report.tables import compact_table
 
 WORKSPACE = "workspace"
+PARAMS = "params.yaml"
 BASELINE, FULL = "r0", "full"
 _RUN_FILE = re.compile(r"^(test|train|pseudo)_(?P<name>[^/]+)\.json$")
 # refs/exps/<2 hex>/<38 hex>/<name>: DVC's experiment refs (queue and exec refs live elsewhere)
@@ -101,10 +104,35 @@ def discover_runs(folder: Path) -> tuple[list[str], str | None]:
     return [BASELINE, *rounds], FULL if FULL in names else None
 
 
+def declared_rounds(repo: Path, source: Source) -> set[str] | None:
+    """The round names in ``rounds`` of the source's params.yaml (None: no such file or key).
+
+    Metrics files outlive their stages: an experiment run with ``-S '~rounds.r2'`` still
+    carries its parent commit's ``metrics/*_r2.json``, which describe no run of its own.
+    """
+    if source.rev is None:
+        path = repo / PARAMS
+        text = path.read_text() if path.is_file() else None
+    else:
+        text = git("show", f"{source.rev}:{PARAMS}", cwd=repo)
+    if text is None:
+        return None
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source.label}: {PARAMS} is not valid YAML: {exc}") from exc
+    rounds = params.get("rounds") if isinstance(params, dict) else None
+    return set(rounds) if isinstance(rounds, dict) else None
+
+
 def source_rows(repo: Path, source: Source, metrics: str = "metrics") -> list[RunRow]:
-    """The report rows of one source (pseudo-label PR curves are not read: no table shows them)."""
+    """The report rows of one source: the runs its metrics hold, less rounds its params.yaml
+    no longer declares (pseudo-label PR curves are not read: no table shows them)."""
+    declared = declared_rounds(repo, source)
     with metrics_folder(repo, source, metrics) as folder:
         runs, full = discover_runs(folder)
+        if declared is not None:
+            runs = [r for r in runs if r == BASELINE or r in declared]
         return collect_rows(folder, None, runs, full)
 
 
