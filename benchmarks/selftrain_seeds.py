@@ -45,6 +45,7 @@ from leod.plumbing.seeds import (
     queue_workers,
     seed_runs,
     threads_per_job,
+    workers_missing,
 )
 from leod.plumbing.stage import report_error
 
@@ -91,8 +92,7 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
     """Start the queue and poll it until every experiment of ``names`` ended; returns the failed."""
     threads = str(threads_per_job(os.cpu_count() or 1, jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    start_queue = ["queue", "start", "-j", str(jobs)]
-    _dvc(start_queue, repo, env)
+    _dvc(["queue", "start", "-j", str(jobs)], repo, env)
     print(f"queue started: {jobs} job(s), {threads} thread(s) each", flush=True)
     start, idle, failures = time.monotonic(), 0, 0
     while True:
@@ -112,10 +112,10 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
         pending = [n for n, s in states.items() if s in ("Running", "Queued", "Unknown")]
         if not pending:
             return [n for n, s in states.items() if s == "Failed"]
-        # seen: the only worker ended after one experiment, leaving the others queued
-        if "Queued" in states.values() and queue_workers(status) == 0:
-            _dvc(start_queue, repo, env)
-            print("no active queue worker: queue started again", flush=True)
+        missing = workers_missing(states, queue_workers(status), jobs)
+        if missing:
+            _dvc(["queue", "start", "-j", str(missing)], repo, env)
+            print(f"experiments queued with fewer workers than --jobs: started {missing} more", flush=True)
         idle = 0 if any(states[n] != "Unknown" for n in pending) else idle + 1
         if idle >= IDLE_POLLS:
             raise LeodError(f"dvc queue status does not list experiment(s) {', '.join(pending)}")

@@ -25,6 +25,7 @@ from leod.plumbing.seeds import (
     seed_runs,
     stat_cell,
     threads_per_job,
+    workers_missing,
 )
 from leod.report.rows import collect_rows
 from tiny import git
@@ -205,6 +206,13 @@ e4f5a6b  seed-1    09:00 PM   Queued
     assert queue_workers(status) is None
     assert queue_workers(status + "\nWorker status: 0 active, 0 idle\n") == 0
     assert queue_workers(status + "\nWorker status: 0 active, 1 idle\n") == 1
+    # 1 running, 2 queued: 2 jobs want 2 workers; never more than the experiments left
+    assert workers_missing(states, 1, jobs=2) == 1
+    assert workers_missing(states, 0, jobs=2) == 2
+    assert workers_missing(states, 0, jobs=8) == 3
+    assert workers_missing(states, 2, jobs=2) == 0
+    assert workers_missing(states, None, jobs=2) == 0  # no worker line: unknown, start nothing
+    assert workers_missing({"a": "Running", "b": "Success"}, 0, jobs=2) == 0  # nothing queued
 
 
 def test_collect_only_end_to_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

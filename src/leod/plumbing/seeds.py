@@ -176,6 +176,17 @@ def queue_workers(status: str) -> int | None:
     return int(match.group(1)) + int(match.group(2)) if match else None
 
 
+def workers_missing(states: Mapping[str, str], workers: int | None, jobs: int) -> int:
+    """Queue workers to start so that ``jobs`` experiments run side by side while some wait
+    (seen: a worker ends after its experiment, leaving the others queued with fewer workers);
+    0 when nothing is queued or the worker count is unknown (``workers`` None)."""
+    queued = sum(s == "Queued" for s in states.values())
+    running = sum(s == "Running" for s in states.values())
+    if not queued or workers is None:
+        return 0
+    return max(0, min(jobs, running + queued) - workers)
+
+
 def progress_line(states: Mapping[str, str], elapsed_s: float) -> str:
     """``done 1/3, running 2, queued 0, failed 0, 12:30 elapsed, ETA ~25 min`` (the ETA assumes the
     remaining experiments take as long as the finished ones did, with the same parallelism)."""
