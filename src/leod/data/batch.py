@@ -80,10 +80,10 @@ def collate(samples: Sequence[Sample], n_stream: int) -> Batch:
     length, batch = len(samples[0].supervised), len(samples)
     n_max = max(1, max(len(b) for s in samples for b in s.boxes))
     # Filled slot by slot, converting uint8 -> float32 in the copy: no full-size intermediate.
-    # Channels-last memory (shape still (L, B, C, H, W)): the layout the stem conv runs on, so
+    # Channels-last memory (returned as (L, B, C, H, W)): the layout the stem conv runs on, so
     # the model needs no second full-size copy to change it.
     channels, height, width = samples[0].frames.shape[1:]
-    frames = torch.empty((length, batch, height, width, channels), dtype=torch.float32).permute(0, 1, 4, 2, 3)
+    frames = torch.empty((length, batch, height, width, channels), dtype=torch.float32)
     targets = torch.zeros((length, batch, n_max, len(TARGET_FIELDS)), dtype=torch.float32)
     valid = torch.zeros((length, batch, n_max), dtype=torch.bool)
     ignore = torch.zeros((length, batch, n_max), dtype=torch.bool)
@@ -91,9 +91,11 @@ def collate(samples: Sequence[Sample], n_stream: int) -> Batch:
     objectness = torch.zeros((length, batch, n_max), dtype=torch.float32)
     for b, sample in enumerate(samples):
         first, stop = sample.offset, sample.offset + len(sample.frames)
-        view = frames.numpy()[:, b]  # numpy copies any strides (reversed frames) and casts
+        view = frames[:, b]
         view[:first] = 0
-        view[first:stop] = sample.frames
+        # torch's transposing cast is 1.5x numpy's; torch takes no negative strides (flips)
+        src = sample.frames if min(sample.frames.strides) >= 0 else sample.frames.copy()
+        view[first:stop] = torch.from_numpy(src).permute(0, 2, 3, 1)
         view[stop:] = 0
         for t, boxes in enumerate(sample.boxes):
             n = len(boxes)
@@ -119,7 +121,7 @@ def collate(samples: Sequence[Sample], n_stream: int) -> Batch:
         return torch.from_numpy(np.stack([getattr(s, key) for s in samples], axis=1))
 
     return Batch(
-        frames=frames,
+        frames=frames.permute(0, 1, 4, 2, 3),
         is_first=torch.tensor([s.is_first for s in samples], dtype=torch.bool),
         padded=stacked("repr_index") < 0,
         supervised=stacked("supervised"),
