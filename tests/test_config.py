@@ -46,6 +46,8 @@ def variant(params_dict: dict, dotted: str, value) -> dict:
         ("datasets.gen1.downsample", "yes", "'datasets.gen1.downsample' must be true or false"),
         ("dataset", "nope", "'dataset' = 'nope' names no preset"),
         ("subsample.ratio", float("nan"), "'subsample.ratio' must be finite"),
+        ("pseudo.weak_thresh", [0.3], "'pseudo.weak_thresh' has 1 values but dataset 'synthetic' has 2"),
+        ("pseudo.weak_thresh", [0.3, 1.5], "'pseudo.weak_thresh[1]' = 1.5 must be within [0, 1]"),
     ],
 )
 def test_bad_values_name_the_key(params_dict, key, value, message):

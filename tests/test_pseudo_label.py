@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -10,6 +12,7 @@ from leod.labels.boxes import empty_boxes
 from leod.pseudo.config import PseudoConfig, TTAConfig
 from leod.pseudo.label import confident, merge_frame, target_frame, tta_passes
 from leod.pseudo.soft import soften
+from leod.pseudo.tracker import track_filter
 
 
 def boxes(rows):
@@ -81,6 +84,29 @@ def test_confident_thresholds_are_per_class_and_strict():
     )
     kept = confident(b, CFG, 96, 128)
     assert kept["objectness"].tolist() == [np.float32(0.61), np.float32(0.31)]
+
+
+def test_weak_boxes_become_ignore_regions_that_no_track_takes():
+    cfg = dataclasses.replace(CFG, weak_thresh=[0.3, 0.2])
+    b = boxes(
+        [
+            (0, 0, 10, 10, 0, 0.61, 0.9),  # car above 0.6: an object
+            (20, 0, 10, 10, 0, 0.5, 0.9),  # car between 0.3 and 0.6: ignore
+            (40, 0, 10, 10, 0, 0.9, 0.3),  # class confidence at 0.3: strict, dropped
+            (60, 0, 10, 10, 1, 0.25, 0.25),  # pedestrian between 0.2 and 0.3: ignore
+            (80, 0, 1, 10, 0, 0.5, 0.5),  # too thin, weak or not
+        ]
+    )
+    kept = confident(b, cfg, 96, 128)
+    assert kept["x"].tolist() == [0, 20, 60] and kept["ignore"].tolist() == [False, True, True]
+    assert confident(b, CFG, 96, 128)["x"].tolist() == [0]  # off by default
+    # the same weak box on 12 frames never becomes (or breaks) a track: it comes back as it went in
+    frames = [kept.copy() for _ in range(12)]
+    tracked, stats = track_filter(frames, np.zeros(12, bool), cfg.tracker, frame_hw=(96, 128))
+    for before, after in zip(frames, tracked, strict=True):
+        assert after[:3]["ignore"].tolist() == [False, True, True]
+        assert np.array_equal(after[1:3][["x", "y", "w", "h"]], before[1:3][["x", "y", "w", "h"]])
+    assert stats.boxes_in == 12 and stats.boxes_ignored == 0  # only the car took part
 
 
 def test_soft_threshold_turns_weak_boxes_into_ignore():

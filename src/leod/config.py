@@ -73,6 +73,8 @@ class Params:
             ("pseudo.cls_thresh", self.pseudo.cls_thresh),
             ("selftrain.soft_thresh", self.selftrain.soft_thresh),
         ]
+        if self.pseudo.weak_thresh is not None:
+            per_class.append(("pseudo.weak_thresh", self.pseudo.weak_thresh))
         for name, rnd in self.rounds.items():
             if name in ("r0", "full"):
                 raise ConfigError(f"params key 'rounds.{name}': '{name}' is reserved for the baseline runs")

@@ -26,6 +26,10 @@ class PseudoConfig:
     #: confidence > cls_thresh[c] (LEOD Gen1: car 0.6, pedestrian 0.3)
     obj_thresh: list[float]
     cls_thresh: list[float]
+    #: per class, or None: a box under those thresholds but with objectness and class
+    #: confidence above this becomes an ignore region (it never joins a track), so that an
+    #: object the teacher half-sees is not taught as background
+    weak_thresh: list[float] | None = field(default=None, metadata=optional())
     #: score (obj x cls) threshold and NMS IoU of the raw and the TTA-merged predictions
     conf_thresh: float = field(default=0.01, metadata=rng(ge=0, le=1))
     nms_iou: float = field(default=0.45, metadata=rng(gt=0, le=1))
@@ -60,6 +64,8 @@ class PseudoConfig:
     def check(self, key: str) -> None:
         check_unit_interval(self.obj_thresh, f"{key}.obj_thresh")
         check_unit_interval(self.cls_thresh, f"{key}.cls_thresh")
+        if self.weak_thresh is not None:
+            check_unit_interval(self.weak_thresh, f"{key}.weak_thresh")
 
     @property
     def tracker(self) -> TrackerConfig:

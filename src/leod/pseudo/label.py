@@ -3,7 +3,9 @@
 Per training sequence: test-time passes (as is, mirrored, time-reversed, both) merged by
 class-wise NMS and filtered by per-class thresholds; frames whose ground truth the split
 kept use that ground truth; the linear tracker turns short tracks into ignore regions and
-inpaints missed boxes of long tracks. Boxes come out in sensor pixels, like any label file.
+inpaints missed boxes of long tracks (boxes under the thresholds but above ``weak_thresh``
+are ignore regions from the start and pass the tracker untouched). Boxes come out in sensor
+pixels, like any label file.
 """
 
 from __future__ import annotations
@@ -78,14 +80,21 @@ def merge_frame(parts: Sequence[np.ndarray], cfg: PseudoConfig) -> np.ndarray:
     return boxes[np.sort(keep.numpy())]
 
 
-def confident(boxes: np.ndarray, cfg: PseudoConfig, height: int, width: int) -> np.ndarray:
-    """LEOD's per-class thresholds (strict) and geometric filter, in the frame's pixels."""
+def _above(boxes: np.ndarray, obj_thresh: Sequence[float], cls_thresh: Sequence[float]) -> np.ndarray:
+    """Per box: objectness and class confidence both above its class's thresholds (strict)."""
     cls = boxes["class_id"].astype(np.int64)
-    obj_t = np.asarray(cfg.obj_thresh, np.float32)[cls]
-    cls_t = np.asarray(cfg.cls_thresh, np.float32)[cls]
-    boxes = clip_to_frame(
-        boxes[(boxes["objectness"] > obj_t) & (boxes["class_confidence"] > cls_t)], height, width
+    return (boxes["objectness"] > np.asarray(obj_thresh, np.float32)[cls]) & (
+        boxes["class_confidence"] > np.asarray(cls_thresh, np.float32)[cls]
     )
+
+
+def confident(boxes: np.ndarray, cfg: PseudoConfig, height: int, width: int) -> np.ndarray:
+    """LEOD's per-class thresholds (strict) and geometric filter, in the frame's pixels; with
+    ``weak_thresh``, the boxes between it and the thresholds come along flagged ``ignore``."""
+    strong = _above(boxes, cfg.obj_thresh, cfg.cls_thresh)
+    keep = strong if cfg.weak_thresh is None else strong | _above(boxes, cfg.weak_thresh, cfg.weak_thresh)
+    boxes = clip_to_frame(boxes[keep], height, width)
+    boxes["ignore"] |= ~strong[keep]
     ok = (
         (boxes["w"] >= cfg.min_side)
         & (boxes["h"] >= cfg.min_side)
