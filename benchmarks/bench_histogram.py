@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from histogram_reference import reference_downsample, reference_histogram  # noqa: E402
 from leod.events.types import Events  # noqa: E402
 from leod.preprocess.histogram import stacked_histogram, stacked_histograms  # noqa: E402
+from timing import wall_ms  # noqa: E402  (benchmarks/, the script's own folder)
 
 WINDOW_US = 50_000
 
@@ -44,20 +43,6 @@ class Row:
     ms: float
     min_ms: float
     events: int
-
-
-def wall_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median and minimum wall time of ``fn`` in ms over ``repeats`` runs, after one warm-up run.
-
-    The minimum is the least disturbed run, a useful second figure on a shared machine.
-    """
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3, float(np.min(times)) * 1e3
 
 
 def uniform_events(rng: np.random.Generator, n: int, height: int, width: int, duration_us: int) -> Events:

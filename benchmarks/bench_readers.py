@@ -54,6 +54,7 @@ from leod.events.types import Events  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the EVT encoders live with the tests
 from evt_encode import write_raw  # noqa: E402
+from timing import wall_ms  # noqa: E402  (benchmarks/, the script's own folder)
 
 REAL = REPO.parent / "shared" / "real-events"
 HEIGHT, WIDTH = 720, 1280
@@ -165,16 +166,6 @@ def time_case(case: Case, repeats: int, slow: set[str]) -> list[tuple[str, float
     ]
 
 
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def dat_breakdown(path: Path, repeats: int) -> list[str]:
     """Where our whole-file DAT read spends its time: the parts timed alone, beside the floor
     that memory sets on the kernel (numpy filling and copying the same bytes)."""
@@ -208,7 +199,7 @@ def dat_breakdown(path: Path, repeats: int) -> list[str]:
         "allocate + first touch of the outputs": first_touch,
         "kernel's memory floor (read 8 B, write 13 B per event)": memory_floor,
     }
-    return [f"  {name:56s} {_median_ms(fn, repeats):7.1f} ms" for name, fn in parts.items()]
+    return [f"  {name:56s} {wall_ms(fn, repeats)[0]:7.1f} ms" for name, fn in parts.items()]
 
 
 def streaming_peak_mb(path: Path) -> float:
