@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny import dvc_env, git, make_repo_copy, sh, tiny_chain
+from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain
 
 pytestmark = pytest.mark.slow
 
@@ -189,7 +189,7 @@ def _queue_and_wait(clones: dict[str, Path], env: dict[str, str]) -> None:
             env,
         )
     for clone in clones.values():
-        sh([*DVC, "queue", "start", "-j", "1"], clone, env)
+        start_queue(clone, env, jobs=1, side_by_side=len(clones))
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     pending = dict(clones)
     while pending:

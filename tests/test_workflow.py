@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from leod.plumbing.compare import compare
-from tiny import dvc_env, git, make_repo_copy, sh, tiny_chain
+from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def experiments(project: Path) -> dict[str, str]:
             project,
             env,
         )
-    sh([*DVC, "queue", "start", "-j", "2"], project, env)
+    start_queue(project, env, jobs=2)
     deadline = time.monotonic() + QUEUE_TIMEOUT_S
     while True:
         status = sh([*DVC, "queue", "status"], project, env).stdout

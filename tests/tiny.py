@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from leod.plumbing.seeds import threads_per_job
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -76,3 +78,22 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 900) -> su
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
+
+
+def start_queue(cwd: Path, env: dict[str, str], jobs: int, side_by_side: int | None = None) -> None:
+    """``dvc queue start -j jobs``, returning once the workers run, with OMP/MKL threads for
+    ``side_by_side`` trainings sharing the cores (default ``jobs``; two 2-thread trainings on 2
+    cores wait on each other's threads many times over). The workers inherit dvc's stdout and
+    stderr: through pipes (:func:`sh`) the call would last until they all ended."""
+    threads = str(threads_per_job(os.cpu_count() or 1, side_by_side or jobs))
+    log = cwd.parent / f"{cwd.name}-queue-start.log"
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+            cwd=cwd,
+            env={**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+        )
+    assert proc.returncode == 0, f"dvc queue start failed:\n{log.read_text()[-3000:]}"
