@@ -9,13 +9,15 @@ with OMP/MKL threads = cores / jobs. A failed experiment: the tail of its log is
 others are waited for (and kept, so rerunning the same command retries only the failed seeds),
 and the command ends with an ``error:`` line naming it, exit status 2, writing nothing.
 ``--collect-only`` only reads the existing experiments. ``--set '~rounds.r2'`` runs round 1 only
-(a cheaper lever screen); the summary lists the rounds each experiment's params.yaml declares.
+(a cheaper lever screen); ``--set +key=value`` adds a key params.yaml lacks (a round's own
+``steps``); the summary lists the rounds each experiment's params.yaml declares.
 Output: ``--out`` (markdown) and the JSON beside it (default reports/seeds.md and
 reports/seeds.json).
 
     OMP_NUM_THREADS=1 python benchmarks/selftrain_seeds.py --seeds 0 1 2 --jobs 2
     python benchmarks/selftrain_seeds.py --set subsample.ratio=0.02 --prefix ratio02
     python benchmarks/selftrain_seeds.py --set '~rounds.r2' --set pseudo.min_side=4 --prefix side4
+    python benchmarks/selftrain_seeds.py --set train.steps=1800 --set +rounds.r1.steps=600 --prefix conv3x
     python benchmarks/selftrain_seeds.py --collect-only
 """
 
@@ -143,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a params.yaml override for every seed (repeatable), e.g. subsample.ratio=0.02",
+        help="a params.yaml override for every seed (repeatable): key=value, +key=value (adds a key), ~key",
     )
     p.add_argument("--prefix", default="seed", help="experiment names: <prefix>-<seed> (default: seed)")
     p.add_argument("--force", action="store_true", help="rerun experiments that already exist")

@@ -29,8 +29,9 @@ METRICS: tuple[tuple[str, str, Callable[[RunRow], float | None]], ...] = (
 )
 #: the parameters each seed's experiment sets: the training seed and the synthetic data's seed
 SEED_KEYS = ("seed", "synthetic.seed")
-#: DVC's (Hydra's) overrides: ``key=value``, or ``~key`` to remove a key (``~rounds.r2``: r1 only)
-_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_.\-\[\]]*=.*|~[A-Za-z_][A-Za-z0-9_.\-]*)$")
+#: Hydra's override grammar as `dvc exp run -S` takes it: key=value, +key=value adds a key
+#: params.yaml lacks (e.g. a round's own steps), ++key=value adds or sets, ~key removes
+_OVERRIDE = re.compile(r"^(\+{0,2}[A-Za-z_][A-Za-z0-9_.\-\[\]]*=.*|~[A-Za-z_][A-Za-z0-9_.\-]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 #: `dvc queue status` words, in the order one name's several tasks (retries) decide its state
 QUEUE_STATES = ("Running", "Queued", "Success", "Failed")
@@ -135,8 +136,10 @@ def seed_runs(seeds: Sequence[int], prefix: str, extra: Sequence[str]) -> list[S
         raise ConfigError(f"--prefix '{prefix}': letters, digits, '.', '_' and '-' only")
     for item in extra:
         if not _OVERRIDE.match(item):
-            raise ConfigError(f"--set '{item}': expected key=value (e.g. subsample.ratio=0.02) or ~key")
-        if item.split("=", 1)[0] in SEED_KEYS:
+            raise ConfigError(
+                f"--set '{item}': expected key=value (e.g. subsample.ratio=0.02), +key=value or ~key"
+            )
+        if item.split("=", 1)[0].lstrip("+~") in SEED_KEYS:
             raise ConfigError(f"--set '{item}': {' and '.join(SEED_KEYS)} are set per seed by --seeds")
     return [SeedRun(s, f"{prefix}-{s}", (*(f"{k}={s}" for k in SEED_KEYS), *extra)) for s in seeds]
 
