@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from timing import loadavg  # benchmarks/, the script's own folder
+
 #: resolution name -> (height, width, partition_split) of the (unpadded) input frame
 RESOLUTIONS: dict[str, tuple[int, int, int]] = {
     "gen1": (240, 304, 1),  # padded to 256 x 320
@@ -188,13 +190,6 @@ def _mode_cells(row: dict[str, Any], mode: str, frames: int) -> list[str]:
     return [f"{ms:.1f}", f"{frames * 1000 / ms:.1f}", f"{row[f'{mode}_peak_mb']:.0f}"]
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESET_NAMES))
@@ -234,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
 
     precision = f"autocast {args.amp}" if device == "cuda" and args.amp != "none" else "fp32"
     threads = f", {args.threads} threads" if device == "cpu" else ""
-    print(f"device {device}{threads}, {precision}, repeats {args.repeats}; loadavg before: {_loadavg()}")
+    print(f"device {device}{threads}, {precision}, repeats {args.repeats}; loadavg before: {loadavg()}")
     header = _format_row(list(COLUMNS))
     print(header)
     print("-" * len(header))
@@ -255,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                 *_mode_cells(row, "train", TRAIN_BATCH * STEPS_PER_REPEAT),
             ]
             print(_format_row(cells), flush=True)
-    print(f"loadavg after: {_loadavg()}")
+    print(f"loadavg after: {loadavg()}")
     print(
         f"train = batch {TRAIN_BATCH} x {STEPS_PER_REPEAT} steps, loss at the last step, backward + AdamW; "
         "fps = frames per second;\nMB = peak memory over the baseline with model and inputs allocated "

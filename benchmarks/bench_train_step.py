@@ -48,6 +48,7 @@ from leod.data.sequence import load_split, open_sequences
 from leod.model.detector import RecurrentDetector
 from leod.training.device import autocast, pick_device
 from leod.training.loop import make_optimizer, seed_everything, supervised_targets
+from timing import loadavg  # benchmarks/, the script's own folder
 
 PHASES = ("data", "forward", "assign", "loss", "backward", "optimizer")
 
@@ -80,13 +81,6 @@ class PhaseTimer:
                 return fn(*args, **kwargs)
 
         return wrapper
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def profile(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,9 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", help="cpu or cuda (default: the params' train.device)")
     p.add_argument("--json", type=Path, help="also write the result to this file")
     args = p.parse_args(argv)
-    load_before = _loadavg()
+    load_before = loadavg()
     rec = profile(args)
-    rec["loadavg"] = [load_before, _loadavg()]
+    rec["loadavg"] = [load_before, loadavg()]
     print(
         f"device {rec['device']}, {rec['threads']} threads, split {rec['split']}: "
         f"{rec['supervised_frames_per_step']:.0f} supervised frames and {rec['boxes_per_step']:.0f} boxes "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -20,3 +21,11 @@ def wall_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1e3, float(np.min(times)) * 1e3
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (other jobs on the machine skew timings)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"

@@ -35,7 +35,7 @@ from torch import nn
 
 from leod.config import params_from_dict
 from leod.distributed import group
-from leod.distributed.launch import torchrun_command
+from leod.distributed.launch import LaunchSpec, rank_env, torchrun_command
 from leod.model.losses import LossTerms
 from leod.preprocess.dataset import convert_dataset
 from leod.synthetic.generate import generate_dataset
@@ -138,6 +138,16 @@ def test_batch_must_split_over_the_processes(tmp_path, capsys):
         "stages/train.py",
         "--x",
     ]
+
+
+def test_ranks_share_the_cores_unless_threads_are_set():
+    cores = len(os.sched_getaffinity(0))
+    env = rank_env(LaunchSpec(nproc_per_node=2), {"PATH": "/bin"})
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(max(1, cores // 2))
+    assert env["PATH"] == "/bin"
+    assert rank_env(LaunchSpec(nproc_per_node=4 * cores), {})["OMP_NUM_THREADS"] == "1"
+    assert rank_env(LaunchSpec(nproc_per_node=2), {"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    assert "MKL_NUM_THREADS" not in rank_env(LaunchSpec(nproc_per_node=2), {"OMP_NUM_THREADS": "3"})
 
 
 def tiny_params_dict(nproc: int) -> dict:

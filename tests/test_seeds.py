@@ -216,6 +216,7 @@ e4f5a6b  seed-1    09:00 PM   Queued
     assert workers_missing(states, 2, jobs=2) == 0
     assert workers_missing(states, None, jobs=2) == 0  # no worker line: unknown, start nothing
     assert workers_missing({"a": "Running", "b": "Success"}, 0, jobs=2) == 0  # nothing queued
+    assert workers_missing({"a": "Queued", "b": "Queued"}, 0, jobs=2) == 0  # none ended: workers starting
 
 
 def test_collect_only_end_to_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

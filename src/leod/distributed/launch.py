@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -56,6 +56,17 @@ def torchrun_command(spec: LaunchSpec, argv: Sequence[str]) -> list[str]:
     ]
 
 
+def rank_env(spec: LaunchSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """The ranks' environment: this machine's cores split over its ranks as OMP/MKL threads,
+    unless ``OMP_NUM_THREADS`` is set (torchrun alone would give every rank one thread)."""
+    env = dict(environ)
+    if "OMP_NUM_THREADS" not in env:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // spec.nproc_per_node))
+        env["OMP_NUM_THREADS"] = threads
+        env.setdefault("MKL_NUM_THREADS", threads)
+    return env
+
+
 def relaunch(spec: LaunchSpec, argv: Sequence[str] | None = None, what: str = "processes") -> bool:
     """Run ``argv`` (default ``sys.argv``) under torchrun when ``spec`` asks for more than one
     process and this is not already a rank. True when the ranks did the work (the caller has
@@ -63,8 +74,12 @@ def relaunch(spec: LaunchSpec, argv: Sequence[str] | None = None, what: str = "p
     if spec.world == 1 or is_rank():
         return False
     cmd = torchrun_command(spec, list(sys.argv if argv is None else argv))
-    print(f"launching {spec.world} {what}: {' '.join(cmd[1:])}", flush=True)
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    env = rank_env(spec, os.environ)
+    print(
+        f"launching {spec.world} {what} ({env['OMP_NUM_THREADS']} threads each): {' '.join(cmd[1:])}",
+        flush=True,
+    )
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env=env)
     try:
         errors = _pass_through(proc.stderr)  # type: ignore[arg-type]
         status = proc.wait()

@@ -182,10 +182,12 @@ def queue_workers(status: str) -> int | None:
 def workers_missing(states: Mapping[str, str], workers: int | None, jobs: int) -> int:
     """Queue workers to start so that ``jobs`` experiments run side by side while some wait
     (seen: a worker ends after its experiment, leaving the others queued with fewer workers);
-    0 when nothing is queued or the worker count is unknown (``workers`` None)."""
+    0 when nothing is queued, the worker count is unknown (``workers`` None) or no experiment
+    has ended yet (the first workers take a few seconds to register)."""
     queued = sum(s == "Queued" for s in states.values())
     running = sum(s == "Running" for s in states.values())
-    if not queued or workers is None:
+    ended = any(s in ("Success", "Failed") for s in states.values())
+    if not queued or workers is None or not ended:
         return 0
     return max(0, min(jobs, running + queued) - workers)
 
