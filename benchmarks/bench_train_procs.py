@@ -70,7 +70,9 @@ def run_once(args: argparse.Namespace, config: str, work: Path) -> Run:
     train = params["train"]
     train.update(steps=args.steps, eval_every=args.steps, checkpoint_every=args.steps, nproc_per_node=procs)
     train["log_every"] = args.skip  # the log lines the step time is read from
+    params["selftrain"]["round_steps"] = None  # rounds may not outlast train.steps
     out = work / config
+    work.mkdir(parents=True, exist_ok=True)
     params_file = work / f"params-{config}.yaml"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     cmd = [

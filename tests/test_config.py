@@ -179,6 +179,20 @@ def test_unknown_round_lists_the_known_ones(repo_root):
         params.for_round("r9")
 
 
+def test_round_steps_rounds_own_steps_then_train_steps(params_dict):
+    params = params_from_dict(params_dict)
+    assert params.train.steps == 1800 and params.selftrain.round_steps == 600
+    assert params.for_round("r1").train.steps == params.for_round("r2").train.steps == 600
+    d = variant(params_dict, "rounds.r2", {"prev": "r1", "steps": 900})
+    assert params_from_dict(d).for_round("r2").train.steps == 900  # one round's own steps first
+    d = variant(params_dict, "selftrain.round_steps", None)
+    assert params_from_dict(d).for_round("r1").train.steps == 1800  # None: train.steps
+    with pytest.raises(ConfigError, match=r"'selftrain.round_steps' = 600 exceeds train.steps = 300"):
+        params_from_dict(variant(params_dict, "train.steps", 300))
+    with pytest.raises(ConfigError, match=r"'rounds.r1.steps' = 2000 exceeds train.steps = 1800"):
+        params_from_dict(variant(params_dict, "rounds.r1", {"prev": "r0", "steps": 2000}))
+
+
 def test_duplicate_key_is_an_error_naming_key_and_line(tmp_path, repo_root):
     text = (repo_root / "params.yaml").read_text()
     bad = tmp_path / "params.yaml"

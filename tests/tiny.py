@@ -29,6 +29,7 @@ def tiny_dict(params: dict, train_sequences: int = 2) -> dict:
     )
     d["preprocess"]["workers"] = 1
     d["loader"].update(batch_size=2, sequence_length=3)
+    d["selftrain"]["round_steps"] = None  # rounds follow the tests' few train.steps
     return d
 
 

@@ -75,6 +75,12 @@ class Params:
         ]
         if self.pseudo.weak_thresh is not None:
             per_class.append(("pseudo.weak_thresh", self.pseudo.weak_thresh))
+        round_steps = self.selftrain.round_steps
+        if round_steps is not None and round_steps > self.train.steps:
+            raise ConfigError(
+                f"params key 'selftrain.round_steps' = {round_steps} exceeds train.steps = "
+                f"{self.train.steps}: a round gets no more steps than train_r0 (a fair protocol)"
+            )
         for name, rnd in self.rounds.items():
             if name in ("r0", "full"):
                 raise ConfigError(f"params key 'rounds.{name}': '{name}' is reserved for the baseline runs")
@@ -130,7 +136,7 @@ class Params:
         rnd = self.rounds[name]
         train = dataclasses.replace(
             self.train,
-            steps=rnd.steps if rnd.steps is not None else self.train.steps,
+            steps=next(n for n in (rnd.steps, self.selftrain.round_steps, self.train.steps) if n is not None),
             lr=rnd.lr if rnd.lr is not None else self.train.lr,
         )
         pseudo = dataclasses.replace(

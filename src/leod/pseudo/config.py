@@ -118,6 +118,9 @@ class SelfTrainConfig:
     soft_thresh: list[float]
     #: start each round from scratch (LEOD) or from the previous round's weights
     init: Literal["scratch", "previous"] = "previous"
+    #: steps of every round and its control (``rounds.<name>.steps`` overrides one round);
+    #: None: ``train.steps``. Fewer than ``train.steps``: the rounds fine-tune a converged r0
+    round_steps: int | None = field(default=600, metadata=optional(ge=1))
     #: quality gate: a round whose pseudo precision@0.5 is under this does not train and
     #: carries the previous model forward (0 disables the gate)
     min_precision: float = field(default=0.0, metadata=rng(ge=0, le=1))

@@ -16,7 +16,7 @@ LAUNCH_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint", "rdzv_id")
 class TrainConfig:
     """RVT's recipe (AdamW, linear one-cycle schedule, gradient clipping), sized by params."""
 
-    steps: int = field(default=600, metadata=rng(ge=1))
+    steps: int = field(default=1800, metadata=rng(ge=1))
     lr: float = field(default=0.002, metadata=rng(gt=0))
     weight_decay: float = field(default=0.0, metadata=rng(ge=0))
     grad_clip: float = field(default=1.0, metadata=rng(gt=0))
