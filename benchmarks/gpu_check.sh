@@ -65,6 +65,7 @@ work, steps, seqs, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), fl
 p = yaml.safe_load(open("params.yaml"))
 p["synthetic"].update(sequences={"train": seqs, "val": 1, "test": 1}, duration_s=seconds)
 p["train"].update(steps=steps, eval_every=steps, checkpoint_every=steps, log_every=1, pct_start=0.5, amp=False)
+p["selftrain"]["round_steps"] = None  # rounds may not outlast train.steps
 for device in ("cpu", "cuda"):
     p["train"]["device"] = device
     yaml.safe_dump(p, open(f"{work}/params_{device}.yaml", "w"), sort_keys=False)
