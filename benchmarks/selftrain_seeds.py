@@ -36,6 +36,7 @@ from pathlib import Path
 from leod.plumbing.atomic import check_writable, write_json, write_text
 from leod.plumbing.compare import experiment_commits, resolve, source_rows
 from leod.plumbing.errors import ConfigError, LeodError, one_line
+from leod.plumbing.cpu import threads_per_job, usable_cores
 from leod.plumbing.seeds import (
     SeedRun,
     aggregate,
@@ -46,7 +47,6 @@ from leod.plumbing.seeds import (
     queue_states,
     queue_workers,
     seed_runs,
-    threads_per_job,
     workers_missing,
 )
 from leod.plumbing.stage import report_error
@@ -92,7 +92,7 @@ def queue(repo: Path, runs: Sequence[SeedRun], force: bool) -> list[SeedRun]:
 
 def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str]:
     """Start the queue and poll it until every experiment of ``names`` ended; returns the failed."""
-    threads = str(threads_per_job(os.cpu_count() or 1, jobs))
+    threads = str(threads_per_job(usable_cores(), jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     _dvc(["queue", "start", "-j", str(jobs)], repo, env)
     print(f"queue started: {jobs} job(s), {threads} thread(s) each", flush=True)

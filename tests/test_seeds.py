@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from leod.plumbing.errors import ConfigError
+from leod.plumbing.cpu import threads_per_job
 from leod.plumbing.seeds import (
     aggregate,
     markdown,
@@ -24,7 +25,6 @@ from leod.plumbing.seeds import (
     queue_workers,
     seed_runs,
     stat_cell,
-    threads_per_job,
     workers_missing,
 )
 from leod.report.rows import collect_rows

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from leod.plumbing.seeds import threads_per_job
+from leod.plumbing.cpu import threads_per_job, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def start_queue(cwd: Path, env: dict[str, str], jobs: int, side_by_side: int | N
     ``side_by_side`` trainings sharing the cores (default ``jobs``; two 2-thread trainings on 2
     cores wait on each other's threads many times over). The workers inherit dvc's stdout and
     stderr: through pipes (:func:`sh`) the call would last until they all ended."""
-    threads = str(threads_per_job(os.cpu_count() or 1, side_by_side or jobs))
+    threads = str(threads_per_job(usable_cores(), side_by_side or jobs))
     log = cwd.parent / f"{cwd.name}-queue-start.log"
     with log.open("w") as out:
         proc = subprocess.run(

@@ -75,23 +75,20 @@ class Params:
         ]
         if self.pseudo.weak_thresh is not None:
             per_class.append(("pseudo.weak_thresh", self.pseudo.weak_thresh))
-        round_steps = self.selftrain.round_steps
-        if round_steps is not None and round_steps > self.train.steps:
-            raise ConfigError(
-                f"params key 'selftrain.round_steps' = {round_steps} exceeds train.steps = "
-                f"{self.train.steps}: a round gets no more steps than train_r0 (a fair protocol)"
-            )
+        round_steps = [("selftrain.round_steps", self.selftrain.round_steps)]
+        round_steps += [(f"rounds.{name}.steps", rnd.steps) for name, rnd in self.rounds.items()]
+        for steps_key, steps in round_steps:
+            if steps is not None and steps > self.train.steps:
+                raise ConfigError(
+                    f"params key '{steps_key}' = {steps} exceeds train.steps = {self.train.steps}: "
+                    "a round gets no more steps than train_r0 (a fair protocol)"
+                )
         for name, rnd in self.rounds.items():
             if name in ("r0", "full"):
                 raise ConfigError(f"params key 'rounds.{name}': '{name}' is reserved for the baseline runs")
             if rnd.prev != "r0" and rnd.prev not in self.rounds:
                 raise ConfigError(
                     f"params key 'rounds.{name}.prev' = {rnd.prev!r} is neither 'r0' nor a round"
-                )
-            if rnd.steps is not None and rnd.steps > self.train.steps:
-                raise ConfigError(
-                    f"params key 'rounds.{name}.steps' = {rnd.steps} exceeds train.steps = "
-                    f"{self.train.steps}: a round gets no more steps than train_r0 (a fair protocol)"
                 )
             per_class += [
                 (f"rounds.{name}.{f}", getattr(rnd, f))

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from leod.plumbing.cpu import threads_per_job, usable_cores
 from leod.plumbing.errors import LeodError
 
 
@@ -61,7 +62,7 @@ def rank_env(spec: LaunchSpec, environ: Mapping[str, str]) -> dict[str, str]:
     unless ``OMP_NUM_THREADS`` is set (torchrun alone would give every rank one thread)."""
     env = dict(environ)
     if "OMP_NUM_THREADS" not in env:
-        threads = str(max(1, len(os.sched_getaffinity(0)) // spec.nproc_per_node))
+        threads = str(threads_per_job(usable_cores(), spec.nproc_per_node))
         env["OMP_NUM_THREADS"] = threads
         env.setdefault("MKL_NUM_THREADS", threads)
     return env

@@ -150,11 +150,6 @@ def queue_command(run: SeedRun) -> list[str]:
     return ["dvc", "exp", "run", "--queue", "-n", run.name, *sets]
 
 
-def threads_per_job(cpus: int, jobs: int) -> int:
-    """OMP/MKL threads of each of ``jobs`` parallel trainings (docs/workflow.md: no oversubscription)."""
-    return max(1, cpus // max(1, jobs))
-
-
 def queue_states(status: str, names: Sequence[str], finished: set[str]) -> dict[str, str]:
     """The state of each experiment: ``Success`` when its experiment exists (``finished``), else
     the first of :data:`QUEUE_STATES` among its lines of ``dvc queue status`` (an earlier failed
