@@ -35,8 +35,8 @@ from pathlib import Path
 
 from leod.plumbing.atomic import check_writable, write_json, write_text
 from leod.plumbing.compare import experiment_commits, resolve, source_rows
-from leod.plumbing.errors import ConfigError, LeodError, one_line
 from leod.plumbing.cpu import threads_per_job, usable_cores
+from leod.plumbing.errors import ConfigError, LeodError, one_line
 from leod.plumbing.seeds import (
     SeedRun,
     aggregate,

@@ -4,7 +4,8 @@
 --pseudo trains a self-training round on GT + the round's pseudo labels, with LEOD's soft
 thresholds, after the quality gate (a gated round carries the previous model forward).
 A round's control (control@rK) is --round with --split: the round's params, initialisation
-and steps on the sparse ground truth only.
+and steps on the sparse ground truth only. A control whose recipe is that of --same-as (r0:
+a from-scratch round of train.steps steps) publishes that model instead of training again.
 With selftrain.teacher set, --baseline (train_r0) publishes that imported model instead of
 training; train.init_from starts every run that would start from random weights from an
 imported model instead.
@@ -23,7 +24,7 @@ Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
       --model models/r1 --ckpt checkpoints/r1 --metrics metrics/train_r1.json --curves reports/r1
   python stages/train.py --name control_r1 --round r1 --data data/preprocessed \
       --split data/splits/train_split.json --prev models/r0 --imported models/imported \
-      --model models/control_r1 --ckpt checkpoints/control_r1 \
+      --same-as models/r0 --model models/control_r1 --ckpt checkpoints/control_r1 \
       --metrics metrics/train_control_r1.json --curves reports/control_r1
 """
 
@@ -47,6 +48,7 @@ from leod.training.chain import (
     carry_forward,
     imported_model,
     publish,
+    publish_repeat,
     publish_teacher,
     start_weights,
     trained,
@@ -54,6 +56,7 @@ from leod.training.chain import (
 from leod.training.distributed import is_main, relaunch_under_torchrun
 from leod.training.loop import clear_scratch, train
 from leod.training.model_files import build_model, read_model_info, write_model
+from leod.training.recipe import planned_recipe
 
 
 def body(args: argparse.Namespace, params: Params) -> None:
@@ -74,6 +77,16 @@ def body(args: argparse.Namespace, params: Params) -> None:
         carry_forward(Path(args.prev), read_model_info(Path(args.prev)), reason, out)
         print(f"{args.name}: gated: {reason}")
         return
+    prev = Path(args.prev) if args.prev else None
+    init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
+    if args.same_as and not args.pseudo:
+        same = Path(args.same_as)
+        same_info = read_model_info(same)
+        kept = None if args.split == "full" else load_split(args.split).sequences
+        if same_info.get("recipe") == planned_recipe(params, Path(args.data), kept, None, init):
+            publish_repeat(same, same_info, params.train.steps, out)
+            print(f"{args.name}: {same}'s recipe: its model published as {args.model} (not retrained)")
+            return
     if relaunch_under_torchrun(params.train, params.loader.batch_size):  # its workers trained
         return
     if args.pseudo:
@@ -82,8 +95,6 @@ def body(args: argparse.Namespace, params: Params) -> None:
         overrides, kept = training_labels(pseudo, params.selftrain.soft_thresh, str(labels_file))
     else:
         overrides, kept = None, None if args.split == "full" else load_split(args.split).sequences
-    prev = Path(args.prev) if args.prev else None
-    init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
     log_params = _params_for_log(params)
     with stage_run(
         f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round
@@ -101,7 +112,7 @@ def body(args: argparse.Namespace, params: Params) -> None:
         if not is_main():
             return
         weights, step, val_ap = result.published(params.train.select)
-        info = {"step": step, "val_AP": val_ap}
+        info = {"step": step, "val_AP": val_ap, "recipe": result.recipe}
         metrics = trained(val_ap, step, result.steps, is_round=bool(args.pseudo))
         publish(out, lambda model: write_model(model, weights, params, info), result.history, metrics)
         clear_scratch(Path(args.ckpt))
@@ -138,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
     p.add_argument("--quality", help="the round's pseudo-label metrics JSON (for the quality gate)")
     p.add_argument("--prev", help="the previous round's model folder (init and gate fallback)")
+    p.add_argument("--same-as", help="a model folder published instead when its recipe is this run's (r0)")
     p.add_argument(
         "--imported",
         default="models/imported",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from leod.plumbing.errors import ConfigError
 from leod.plumbing.cpu import threads_per_job
+from leod.plumbing.errors import ConfigError
 from leod.plumbing.seeds import (
     aggregate,
     markdown,

@@ -316,11 +316,54 @@ def test_killed_round_rerun_on_other_pseudo_labels_equals_a_clean_run(tiny_data,
     assert not (out / "ck" / "last.pt").exists()  # the scratch is cleared once published
 
 
+def test_a_control_with_r0s_recipe_publishes_r0(tiny_data, tmp_path, run_stage):
+    """A from-scratch round's control of train.steps steps repeats r0's recipe: r0 is published
+    (no training); a control that starts from the previous round (another recipe) trains."""
+    import json
+
+    import yaml
+
+    from leod.training.chain import LOSS_COLUMNS
+
+    root, info = tiny_data
+    inputs = stage_inputs(root, info, tmp_path)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"mode": "test", "sequences": {k: list(v) for k, v in info["kept"].items()}}))
+    common = ["--data", inputs["data"], "--split", split, "--imported", inputs["imported"], "--no-progress"]
+
+    def train_run(name: str, init: str, *extra: object) -> tuple[Path, dict]:
+        d = yaml.safe_load(inputs["params"].read_text())
+        d["selftrain"]["init"] = init
+        d["train"].update(steps=4, eval_every=4)
+        params = tmp_path / f"params_{name}.yaml"
+        params.write_text(yaml.safe_dump(d))
+        out = tmp_path / name
+        proc = run_stage(
+            "train", "--params", params, "--name", name, *common, *extra, "--model", out / "model",
+            "--ckpt", out / "ck", "--metrics", out / "metrics.json", "--curves", out / "curves",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return out, json.loads((out / "metrics.json").read_text())
+
+    r0, r0_metrics = train_run("r0", "scratch", "--baseline")
+    recipe = json.loads((r0 / "model" / "model.json").read_text())["recipe"]
+    assert len(recipe) == 64 and "same_as" not in r0_metrics
+    control = ("--round", "r1", "--prev", r0 / "model", "--same-as", r0 / "model")
+    same, same_metrics = train_run("control_scratch", "scratch", *control)
+    for f in (r0 / "model").iterdir():
+        assert (same / "model" / f.name).read_bytes() == f.read_bytes(), f.name
+    assert same_metrics == {**r0_metrics, "same_as": "model"}
+    assert (same / "curves" / "train.csv").read_text().strip() == ",".join(LOSS_COLUMNS)  # no steps
+    warm, warm_metrics = train_run("control_warm", "previous", *control)
+    assert "same_as" not in warm_metrics and warm_metrics["steps"] == r0_metrics["steps"]
+    assert json.loads((warm / "model" / "model.json").read_text())["recipe"] != recipe
+
+
 def test_published_weights_follow_train_select() -> None:
     """train.select: 'last' publishes the final step's weights with the last validation's AP,
     'best_val' the weights of the best validation."""
     best, final = {"w": torch.zeros(1)}, {"w": torch.ones(1)}
     history = [{"step": 10, "val/AP": 0.4}, {"step": 15, "loss": 1.0}, {"step": 20, "val/AP": 0.3}]
-    result = loop.TrainResult(0.4, 10, 20, history, best, final)
+    result = loop.TrainResult(0.4, 10, 20, history, best, final, recipe="0" * 64)
     assert result.published("last") == (final, 20, 0.3)
     assert result.published("best_val") == (best, 10, 0.4)

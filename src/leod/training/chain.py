@@ -1,9 +1,10 @@
 """One link of the self-training chain: what a training stage starts from and what it publishes.
 
-Every training stage (``train_r0``, ``train_full``, ``train@rK``) publishes a model folder,
-its curves and :class:`TrainMetrics`, renamed into place together, whether it trained, was
-stopped by the quality gate (the previous model carried forward) or published an imported
-teacher. No torch here: the report and ``python -m leod compare`` import this module.
+Every training stage (``train_r0``, ``train_full``, ``train@rK``, ``control@rK``) publishes a
+model folder, its curves and :class:`TrainMetrics`, renamed into place together, whether it
+trained, was stopped by the quality gate (the previous model carried forward), published an
+imported teacher or repeats the recipe of a published model (a from-scratch round's control
+is r0). No torch here: the report and ``python -m leod compare`` import this module.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class TrainMetrics:
     gate_reason: str | None = field(default=None, metadata=optional())
     #: the imported model (``selftrain.teacher``) published instead of training r0
     teacher: str | None = field(default=None, metadata=optional())
+    #: the run whose recipe this one repeats, published instead of training it again
+    same_as: str | None = field(default=None, metadata=optional())
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in to_dict(self).items() if v is not None}
@@ -136,6 +139,14 @@ def start_weights(prev: Path | None, init: str, init_from: str | None, imported:
     if prev is not None and init == "previous":
         return prev
     return imported_model(imported, init_from, "train.init_from") if init_from else None
+
+
+def publish_repeat(folder: Path, info: Mapping[str, Any], steps: int, out: TrainOutputs) -> TrainMetrics:
+    """A run whose recipe is that of the model ``folder`` (``model.json``: ``info``) publishes
+    that model: on the same machine, training would give back the same weights."""
+    metrics = TrainMetrics(info.get("val_AP"), info.get("step", -1), steps, same_as=folder.name)
+    publish(out, _copy_of(folder), [], metrics)
+    return metrics
 
 
 def publish_teacher(

@@ -54,6 +54,7 @@ class TrainResult:
     history: list[dict[str, float]]
     best_weights: dict[str, torch.Tensor]  # the weights of the best validation (CPU)
     final_weights: dict[str, torch.Tensor]  # the weights after the last step (CPU)
+    recipe: str  # digest of everything that shaped the run (leod.training.recipe)
 
     def published(self, select: str) -> tuple[dict[str, torch.Tensor], int, float]:
         """The weights to publish (``train.select``), their step and validation AP."""
@@ -436,4 +437,4 @@ def _train(
     # the run ended on skipped batches before its first validation (the same on every rank)
     if not any("val/AP" in row for row in history):
         validate()
-    return TrainResult(best_ap, best_step, step, history, best_weights, cpu_copy(model))
+    return TrainResult(best_ap, best_step, step, history, best_weights, cpu_copy(model), meta["recipe"])

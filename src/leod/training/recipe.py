@@ -1,10 +1,12 @@
-"""What a resumable checkpoint must agree with: one digest of every input that shapes a run.
+"""One digest of every input that shapes a training run: its recipe.
 
 A killed training run resumes from its scratch checkpoint only when the rerun would train
-the very same thing: the same params (every section the stage reads, after a round's
-overrides), the same labels (hashed by content), the same teacher weights (``--prev``) and
-the same preprocessed data. How many processes train is not part of it, so any number of
-ranks resumes a checkpoint.
+the very same thing: the same params (every section the training loop reads, after a
+round's overrides; ``selftrain`` acts through the labels, the initial weights and the steps),
+the same labels (hashed by content), the same initial weights (``--prev``) and the same
+preprocessed data. How many processes train is not part of it, so any number of
+ranks resumes a checkpoint. A published model's ``model.json`` keeps its recipe, so a run
+that would repeat it (a from-scratch round's control is r0) publishes it instead of training.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from leod.config import Params
-from leod.data.layout import Manifest
+from leod.data.layout import Manifest, load_manifest
 from leod.data.sequence import LabelArrays, LabelFiles
 from leod.schema import to_dict
 from leod.training.config import LAUNCH_KEYS
@@ -100,7 +102,6 @@ def recipe_digest(
         "loader": to_dict(params.loader),
         "model": to_dict(params.model_config),
         "train": {k: v for k, v in to_dict(params.train).items() if k not in LAUNCH_KEYS},
-        "selftrain": to_dict(params.selftrain),
         "kept": {name: list(frames) for name, frames in kept.items()} if kept is not None else None,
         "labels": labels_digest(labels),
         "init": {
@@ -112,3 +113,14 @@ def recipe_digest(
         "data": dataset_fingerprint(data_root, manifest),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def planned_recipe(
+    params: Params,
+    data_root: Path,
+    kept: Mapping[str, list[int]] | None,
+    labels: Mapping[str, LabelFiles | LabelArrays] | None,
+    init_weights: Path | None,
+) -> str:
+    """The recipe of a run before it starts (reads the manifest that training would read)."""
+    return recipe_digest(params, data_root, load_manifest(data_root), kept, labels, init_weights)
