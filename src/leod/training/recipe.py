@@ -1,12 +1,10 @@
 """One digest of every input that shapes a training run: its recipe.
 
-A killed training run resumes from its scratch checkpoint only when the rerun would train
-the very same thing: the same params (every section the training loop reads, after a
-round's overrides; ``selftrain`` acts through the labels, the initial weights and the steps),
-the same labels (hashed by content), the same initial weights (``--prev``) and the same
-preprocessed data. How many processes train is not part of it, so any number of
-ranks resumes a checkpoint. A published model's ``model.json`` keeps its recipe, so a run
-that would repeat it (a from-scratch round's control is r0) publishes it instead of training.
+A killed run resumes from its scratch checkpoint only when the rerun would train the very
+same thing: the params the training loop reads (after a round's overrides), the labels and
+initial weights (by content) and the preprocessed data; not the number of processes. A
+published ``model.json`` keeps its recipe, so a run repeating it (a from-scratch round's
+control is r0) publishes that model instead of training.
 """
 
 from __future__ import annotations
