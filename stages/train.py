@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 from leod.config import Params
+from leod.data.layout import load_manifest
 from leod.data.sequence import load_split
 from leod.plumbing.atomic import check_writable
 from leod.plumbing.stage import parser, run
@@ -56,7 +57,7 @@ from leod.training.chain import (
 from leod.training.distributed import is_main, relaunch_under_torchrun
 from leod.training.loop import clear_scratch, train
 from leod.training.model_files import build_model, read_model_info, write_model
-from leod.training.recipe import planned_recipe
+from leod.training.recipe import recipe_digest
 
 
 def body(args: argparse.Namespace, params: Params) -> None:
@@ -79,29 +80,28 @@ def body(args: argparse.Namespace, params: Params) -> None:
         return
     prev = Path(args.prev) if args.prev else None
     init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
+    data = Path(args.data)
+    kept = load_split(args.split).sequences if args.split not in (None, "full") else None
     if args.same_as and not args.pseudo:
         same = Path(args.same_as)
-        same_info = read_model_info(same)
-        kept = None if args.split == "full" else load_split(args.split).sequences
-        if same_info.get("recipe") == planned_recipe(params, Path(args.data), kept, None, init):
-            publish_repeat(same, same_info, params.train.steps, out)
+        recipe = recipe_digest(params, data, load_manifest(data), kept, None, init)
+        if publish_repeat(same, read_model_info(same), recipe, params.train.steps, out) is not None:
             print(f"{args.name}: {same}'s recipe: its model published as {args.model} (not retrained)")
             return
     if relaunch_under_torchrun(params.train, params.loader.batch_size):  # its workers trained
         return
+    overrides = None
     if args.pseudo:
         labels_file = Path(args.pseudo) / LABELS_FILE
         pseudo = load_pseudo_labels(labels_file)
         overrides, kept = training_labels(pseudo, params.selftrain.soft_thresh, str(labels_file))
-    else:
-        overrides, kept = None, None if args.split == "full" else load_split(args.split).sequences
     log_params = _params_for_log(params)
     with stage_run(
         f"train_{args.name}", log_params, params.tracking.experiment, round_name=args.round
     ) as tracker:  # under torchrun, rank 0 alone tracks and publishes
         result = train(
             params,
-            Path(args.data),
+            data,
             kept,
             Path(args.ckpt),
             tracker=tracker,

@@ -141,9 +141,14 @@ def start_weights(prev: Path | None, init: str, init_from: str | None, imported:
     return imported_model(imported, init_from, "train.init_from") if init_from else None
 
 
-def publish_repeat(folder: Path, info: Mapping[str, Any], steps: int, out: TrainOutputs) -> TrainMetrics:
-    """A run whose recipe is that of the model ``folder`` (``model.json``: ``info``) publishes
-    that model: on the same machine, training would give back the same weights."""
+def publish_repeat(
+    folder: Path, info: Mapping[str, Any], recipe: str, steps: int, out: TrainOutputs
+) -> TrainMetrics | None:
+    """A run of recipe digest ``recipe`` publishes the model ``folder`` (``model.json``:
+    ``info``) when that model was trained by the same recipe: on the same machine, training
+    would give back the same weights. None (nothing published) when the recipes differ."""
+    if info.get("recipe") != recipe:
+        return None
     metrics = TrainMetrics(info.get("val_AP"), info.get("step", -1), steps, same_as=folder.name)
     publish(out, _copy_of(folder), [], metrics)
     return metrics

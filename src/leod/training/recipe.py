@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from leod.config import Params
-from leod.data.layout import Manifest, load_manifest
+from leod.data.layout import Manifest
 from leod.data.sequence import LabelArrays, LabelFiles
 from leod.schema import to_dict
 from leod.training.config import LAUNCH_KEYS
@@ -111,14 +111,3 @@ def recipe_digest(
         "data": dataset_fingerprint(data_root, manifest),
     }
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def planned_recipe(
-    params: Params,
-    data_root: Path,
-    kept: Mapping[str, list[int]] | None,
-    labels: Mapping[str, LabelFiles | LabelArrays] | None,
-    init_weights: Path | None,
-) -> str:
-    """The recipe of a run before it starts (reads the manifest that training would read)."""
-    return recipe_digest(params, data_root, load_manifest(data_root), kept, labels, init_weights)
