@@ -79,7 +79,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         print(f"{args.name}: gated: {reason}")
         return
     prev = Path(args.prev) if args.prev else None
-    init = start_weights(prev, params.selftrain.init, params.train.init_from, imported)
+    baseline = Path(args.baseline_model) if args.baseline_model else None
+    init = start_weights(prev, baseline, params.selftrain.init, params.train.init_from, imported)
     data = Path(args.data)
     kept = load_split(args.split).sequences if args.split not in (None, "full") else None
     if args.same_as and not args.pseudo:
@@ -149,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
     p.add_argument("--quality", help="the round's pseudo-label metrics JSON (for the quality gate)")
     p.add_argument("--prev", help="the previous round's model folder (init and gate fallback)")
+    p.add_argument(
+        "--baseline-model", help="r0's model folder: a round's start under selftrain.init: baseline"
+    )
     p.add_argument("--same-as", help="a model folder published instead when its recipe is this run's (r0)")
     p.add_argument(
         "--imported",

@@ -44,12 +44,16 @@ def save_random_model(folder: Path, params_data: dict, seed: int, **model: objec
 def test_start_weights_replace_random_weights_only(tmp_path: Path) -> None:
     (tmp_path / "imported" / "pre").mkdir(parents=True)
     imported, prev = tmp_path / "imported", tmp_path / "r1"
-    assert start_weights(prev, "previous", "pre", imported) == prev  # a warm-started round
-    assert start_weights(prev, "scratch", "pre", imported) == imported / "pre"
-    assert start_weights(None, "previous", "pre", imported) == imported / "pre"  # r0, full
-    assert start_weights(None, "previous", None, imported) is None
+    r0 = tmp_path / "r0"
+    assert start_weights(prev, r0, "previous", "pre", imported) == prev  # a warm-started round
+    assert start_weights(prev, r0, "baseline", "pre", imported) == r0  # every round from r0
+    assert start_weights(prev, r0, "scratch", "pre", imported) == imported / "pre"
+    assert start_weights(None, None, "previous", "pre", imported) == imported / "pre"  # r0, full
+    assert start_weights(None, None, "baseline", None, imported) is None
     with pytest.raises(ConfigError, match="'train.init_from' = '../pre'"):
-        start_weights(None, "previous", "../pre", imported)
+        start_weights(None, None, "previous", "../pre", imported)
+    with pytest.raises(ConfigError, match="'selftrain.init' = 'baseline'"):
+        start_weights(prev, None, "baseline", None, imported)
 
 
 @pytest.mark.slow
@@ -60,7 +64,7 @@ def test_init_from_weights_are_those_of_the_first_step(tiny_data, tmp_path, monk
     d["train"]["init_from"] = "pre"
     params = params_from_dict(d)
     folder = save_random_model(tmp_path / "imported" / "pre", d, seed=7)
-    init = start_weights(None, params.selftrain.init, params.train.init_from, tmp_path / "imported")
+    init = start_weights(None, None, params.selftrain.init, params.train.init_from, tmp_path / "imported")
     first: list[list[torch.Tensor]] = []
     step = torch.optim.AdamW.step
 

@@ -116,8 +116,9 @@ class SelfTrainConfig:
     #: per class: a pseudo box whose objectness or class confidence is under this becomes an
     #: ignore box (LEOD Gen1: car 0.7, pedestrian 0.35)
     soft_thresh: list[float]
-    #: start each round from scratch (LEOD) or from the previous round's weights
-    init: Literal["scratch", "previous"] = "previous"
+    #: where each round starts: random weights (LEOD's scratch), the previous round's weights,
+    #: or r0's (baseline: every round fine-tunes the sparse-label model on its teacher's labels)
+    init: Literal["scratch", "previous", "baseline"] = "previous"
     #: steps of every round and its control (``rounds.<name>.steps`` overrides one round);
     #: None: ``train.steps``. Fewer than ``train.steps``: the rounds fine-tune a converged r0
     round_steps: int | None = field(default=600, metadata=optional(ge=1))

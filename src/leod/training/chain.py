@@ -129,15 +129,22 @@ def imported_model(root: Path, name: str, key: str) -> Path:
     return folder
 
 
-def start_weights(prev: Path | None, init: str, init_from: str | None, imported: Path) -> Path | None:
+def start_weights(
+    prev: Path | None, baseline: Path | None, init: str, init_from: str | None, imported: Path
+) -> Path | None:
     """The model folder a run starts from, None for random weights.
 
-    A round with ``selftrain.init: previous`` starts from the previous round (``prev``);
-    any other run (r0, full, a round with ``init: scratch``) from ``train.init_from`` when
-    set, else from random weights.
+    A round (``prev``: the previous round's model; ``baseline``: r0's) starts from ``prev``
+    under ``selftrain.init: previous`` and from ``baseline`` under ``init: baseline``; any
+    other run (r0, full, a round with ``init: scratch``) from ``train.init_from`` when set,
+    else from random weights.
     """
     if prev is not None and init == "previous":
         return prev
+    if prev is not None and init == "baseline":
+        if baseline is None:
+            raise ConfigError("params key 'selftrain.init' = 'baseline' needs r0's model (--baseline-model)")
+        return baseline
     return imported_model(imported, init_from, "train.init_from") if init_from else None
 
 
