@@ -27,6 +27,27 @@ def quality(pseudo: np.ndarray, gt: np.ndarray, withheld: list[int]) -> dict[str
     return pseudo_label_quality({"s": pseudo}, {"s": gt}, {"s": np.array(withheld, np.int64)}, CLASSES)
 
 
+def track(track_id: int, cls: int, w: float, h: float, x0: float, px_per_frame: float) -> np.ndarray:
+    """One object at T1, T2, T3 (50 ms apart), moving ``px_per_frame`` to the right per frame."""
+    out = boxes(*[(t, x0 + i * px_per_frame, 20, w, h, cls, 1.0) for i, t in enumerate((T1, T2, T3))])
+    out["track_id"] = track_id
+    return out
+
+
+def test_recall_by_speed_and_size_counts_the_objects_the_teacher_misses():
+    still = track(1, 0, 10, 10, 10, 0.0)  # a stopped car: 0 px/s, size 10 (medium)
+    fast = track(2, 0, 10, 10, 60, 5.0)  # 100 px/s, medium
+    slow = track(3, 1, 4, 9, 120, 0.5)  # a pedestrian at 10 px/s, size 6 (small)
+    gt = np.sort(np.concatenate([still, fast, slow]), order="t", kind="stable")
+    pseudo = np.sort(np.concatenate([fast, slow]), order="t", kind="stable")
+    m = quality(pseudo, gt, [T1, T2, T3])
+    assert (m["recall@0.5/speed:still"], m["recall@0.5/speed:slow"], m["recall@0.5/speed:fast"]) == (0, 1, 1)
+    assert m["gt_share/speed:still"] == m["gt_share/speed:slow"] == m["gt_share/speed:fast"] == 1 / 3
+    assert (m["recall@0.5/size:small"], m["recall@0.5/size:medium"]) == (1.0, 0.5)
+    assert (m["recall@0.5/size:large"], m["gt_share/size:large"]) == (0.0, 0.0)  # no large object
+    assert m["gt_share/size:medium"] == 2 / 3
+
+
 CAR = (T1, 10, 10, 10, 10, 0, 1.0)
 PED = (T1, 100, 50, 20, 40, 1, 1.0)
 
@@ -55,6 +76,8 @@ def test_key_set():
     for iou in ("0.25", "0.5", "0.75"):
         expected |= {f"precision@{iou}", f"recall@{iou}"}
         expected |= {f"{m}@{iou}/{c}" for m in ("precision", "recall") for c in CLASSES}
+    for bin_ in ("speed:still", "speed:slow", "speed:fast", "size:small", "size:medium", "size:large"):
+        expected |= {f"recall@0.5/{bin_}", f"gt_share/{bin_}"}
     m = quality(gt, gt, [T1])
     assert set(m) == expected
     assert all(isinstance(v, float) for v in m.values())

@@ -9,6 +9,7 @@ false positives and an object gets at most one hit, which is what a student rece
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,14 @@ IOU_THRESHOLDS = (0.25, 0.5, 0.75)
 #: Default score thresholds of :func:`pr_curve`: 0, 0.05, ..., 1.
 PR_THRESHOLDS: tuple[float, ...] = tuple(float(v) for v in np.linspace(0.0, 1.0, 21))
 
+#: ``recall@0.5/speed:<bin>`` and ``/size:<bin>`` split the withheld GT objects by the speed of
+#: their box centre (representation px/s, to the same track's next label frame, or its previous
+#: one at the track's end) and their size sqrt(w*h) (px): upper edges, each bin from the one
+#: before. Under 2 px/s an object is still (a stopped one fires no events); under 20 px/s it
+#: moves less than a pixel per 50-ms window.
+SPEED_BINS: tuple[tuple[str, float], ...] = (("still", 2.0), ("slow", 20.0), ("fast", math.inf))
+SIZE_BINS: tuple[tuple[str, float], ...] = (("small", 8.0), ("medium", 16.0), ("large", math.inf))
+
 #: Every withheld frame is evaluated: no time skip, no size filter.
 _NO_FILTER = EvalFilter(skip_first_us=0, min_diag=0.0, min_side=0.0)
 
@@ -44,6 +53,7 @@ class _Withheld:
 
     gt: np.ndarray
     gt_frame: np.ndarray
+    gt_speed: np.ndarray  # px/s of each GT box (NaN: a track seen at one label frame only)
     dt: np.ndarray
     dt_frame: np.ndarray
     num_ignore: int
@@ -89,7 +99,7 @@ def _select_withheld(
     and inpainted regions) are only counted; ignore GT boxes are left out, as the evaluator
     does, so a pseudo box on one is a false positive in the ratios and the AP alike.
     """
-    gts, gt_frames, dts, dt_frames = [], [], [], []
+    gts, gt_frames, gt_speeds, dts, dt_frames = [], [], [], [], []
     num_ignore = 0
     offset = 0
     for name in sorted(withheld_times):
@@ -107,7 +117,9 @@ def _select_withheld(
                 f"(first t={int(times[unlabelled][0])} us); withheld_times and gt must use the same "
                 "label-frame times"
             )
-        seq_gt = seq_gt[~seq_gt["ignore"] & np.isin(seq_gt["t"], times)]
+        at_gt = ~seq_gt["ignore"] & np.isin(seq_gt["t"], times)
+        gt_speeds.append(_track_speed(seq_gt)[at_gt])
+        seq_gt = seq_gt[at_gt]
         at_withheld = seq_dt[np.isin(seq_dt["t"], times)]
         num_ignore += int(at_withheld["ignore"].sum())
         seq_dt = at_withheld[~at_withheld["ignore"]]
@@ -125,11 +137,37 @@ def _select_withheld(
     return _Withheld(
         gt=np.concatenate(gts),
         gt_frame=np.concatenate(gt_frames),
+        gt_speed=np.concatenate(gt_speeds),
         dt=np.concatenate(dts),
         dt_frame=np.concatenate(dt_frames),
         num_ignore=num_ignore,
         num_frames=offset,
     )
+
+
+def _track_speed(boxes: np.ndarray) -> np.ndarray:
+    """Speed (px/s) of each box's centre to its track's next label frame (at the track's last
+    frame: from its previous one); NaN for a track with a single frame."""
+    order = np.lexsort((boxes["t"], boxes["track_id"]))
+    b = boxes[order]
+    centre_x, centre_y = b["x"] + b["w"] / 2, b["y"] + b["h"] / 2
+    dt = np.diff(b["t"]).astype(np.float64)
+    same = (b["track_id"][1:] == b["track_id"][:-1]) & (dt > 0)
+    step = np.full(len(dt), np.nan)
+    step[same] = np.hypot(np.diff(centre_x), np.diff(centre_y))[same] / dt[same] * 1e6
+    to_next, from_prev = np.append(step, np.nan), np.insert(step, 0, np.nan)
+    speed = np.empty(len(b))
+    speed[order] = np.where(np.isnan(to_next), from_prev, to_next)
+    return speed
+
+
+def _binned(values: np.ndarray, bins: Sequence[tuple[str, float]]) -> dict[str, np.ndarray]:
+    """A mask per named bin (upper edges, each bin from the previous edge); NaN in none."""
+    masks, low = {}, -math.inf
+    for name, high in bins:
+        masks[name] = (values >= low) & (values < high)
+        low = high
+    return masks
 
 
 def _scores(boxes: np.ndarray) -> np.ndarray:
@@ -214,7 +252,9 @@ def pseudo_label_quality(
     frames), ``withheld_times`` to the label-frame times whose GT the split withheld;
     sequences absent from ``withheld_times`` are not evaluated. Keys:
     ``precision@<iou>`` / ``recall@<iou>`` overall and ``.../<class>`` per class for each
-    of :data:`IOU_THRESHOLDS`, ``AP``, ``AP50`` (-1 when every withheld GT box is
+    of :data:`IOU_THRESHOLDS`, ``recall@0.5/speed:<bin>`` and ``recall@0.5/size:<bin>`` with
+    the share of GT objects in each bin (``gt_share/...``, :data:`SPEED_BINS`,
+    :data:`SIZE_BINS`), ``AP``, ``AP50`` (-1 when every withheld GT box is
     ``ignore``), ``boxes_per_frame``, ``ignore_per_frame``, ``gt_per_frame``,
     ``frames_labelled`` (fraction of withheld frames with a non-ignore pseudo box) and
     ``frames_evaluated``. Raises :class:`LeodError` when nothing was withheld.
@@ -236,6 +276,15 @@ def pseudo_label_quality(
         for c, name in enumerate(names):
             out[f"precision@{iou}/{name}"] = float(precision[c])
             out[f"recall@{iou}/{name}"] = float(recall[c])
+        if iou == 0.5:  # what the teacher misses, by object speed and size
+            size = np.sqrt(w.gt["w"].astype(np.float64) * w.gt["h"])
+            for kind, masks in (
+                ("speed", _binned(w.gt_speed, SPEED_BINS)),
+                ("size", _binned(size, SIZE_BINS)),
+            ):
+                for name, mask in masks.items():
+                    out[f"recall@0.5/{kind}:{name}"] = float(_ratio(gt_matched[mask].sum(), mask.sum()))
+                    out[f"gt_share/{kind}:{name}"] = float(_ratio(mask.sum(), len(w.gt)))
     out.update(_coco_ap(w, names))
     out["boxes_per_frame"] = len(w.dt) / w.num_frames
     out["ignore_per_frame"] = w.num_ignore / w.num_frames
