@@ -15,7 +15,7 @@ Output: ``--out`` (markdown) and the JSON beside it (default reports/seeds.md an
 reports/seeds.json).
 
     OMP_NUM_THREADS=1 python benchmarks/selftrain_seeds.py --seeds 0 1 2 --jobs 2
-    python benchmarks/selftrain_seeds.py --set subsample.ratio=0.02 --prefix ratio02
+    python benchmarks/selftrain_seeds.py --set subsample.ratio=0.01 --prefix ratio01
     python benchmarks/selftrain_seeds.py --set '~rounds.r2' --set pseudo.min_side=4 --prefix side4
     python benchmarks/selftrain_seeds.py --set train.steps=1800 --set +rounds.r1.steps=600 --prefix conv3x
     python benchmarks/selftrain_seeds.py --collect-only

@@ -67,7 +67,7 @@ def test_unknown_and_missing_keys(params_dict):
 
 def test_flatten_gives_dotted_keys(repo_root):
     flat = flatten(load_params(repo_root / "params.yaml"))
-    assert flat["subsample.ratio"] == 0.05
+    assert flat["subsample.ratio"] == 0.02
     assert flat["datasets.gen1.evaluation.min_diag"] == 30
 
 

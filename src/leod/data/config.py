@@ -54,7 +54,7 @@ class SubsampleConfig:
 
     mode: Literal["wsod", "ssod", "full"] = "wsod"
     #: WSOD: keep every round(1/ratio)-th label frame of every sequence
-    ratio: float = field(default=0.05, metadata=rng(gt=0, le=1))
+    ratio: float = field(default=0.02, metadata=rng(gt=0, le=1))
     #: SSOD: keep round(N * train_ratio) whole sequences, evenly strided
     train_ratio: float = field(default=0.1, metadata=rng(gt=0, le=1))
     offset: int = field(default=0, metadata=rng(ge=0))
