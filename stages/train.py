@@ -20,11 +20,11 @@ Examples (what `dvc repro train_r0` and `dvc repro train@r1` run):
       --split data/splits/train_split.json --baseline --imported models/imported \
       --model models/r0 --ckpt checkpoints/r0 --metrics metrics/train_r0.json --curves reports/r0
   python stages/train.py --name r1 --round r1 --data data/preprocessed --pseudo pseudo/r1 \
-      --quality metrics/pseudo_r1.json --prev models/r0 --imported models/imported \
+      --quality metrics/pseudo_r1.json --prev models/r0 --r0-model models/r0 --imported models/imported \
       --model models/r1 --ckpt checkpoints/r1 --metrics metrics/train_r1.json --curves reports/r1
   python stages/train.py --name control_r1 --round r1 --data data/preprocessed \
-      --split data/splits/train_split.json --prev models/r0 --imported models/imported \
-      --same-as models/r0 --model models/control_r1 --ckpt checkpoints/control_r1 \
+      --split data/splits/train_split.json --prev models/r0 --r0-model models/r0 \
+      --imported models/imported --same-as models/r0 --model models/control_r1 --ckpt checkpoints/control_r1 \
       --metrics metrics/train_control_r1.json --curves reports/control_r1
 """
 
@@ -79,8 +79,8 @@ def body(args: argparse.Namespace, params: Params) -> None:
         print(f"{args.name}: gated: {reason}")
         return
     prev = Path(args.prev) if args.prev else None
-    baseline = Path(args.baseline_model) if args.baseline_model else None
-    init = start_weights(prev, baseline, params.selftrain.init, params.train.init_from, imported)
+    r0 = Path(args.r0_model) if args.r0_model else None
+    init = start_weights(prev, r0, params.selftrain.init, params.train.init_from, imported)
     data = Path(args.data)
     kept = load_split(args.split).sequences if args.split not in (None, "full") else None
     if args.same_as and not args.pseudo:
@@ -150,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     labels.add_argument("--pseudo", help="a round's pseudo-label folder: train on GT + pseudo labels")
     p.add_argument("--quality", help="the round's pseudo-label metrics JSON (for the quality gate)")
     p.add_argument("--prev", help="the previous round's model folder (init and gate fallback)")
-    p.add_argument(
-        "--baseline-model", help="r0's model folder: a round's start under selftrain.init: baseline"
-    )
+    p.add_argument("--r0-model", help="r0's model folder: a round's start under selftrain.init: r0")
     p.add_argument("--same-as", help="a model folder published instead when its recipe is this run's (r0)")
     p.add_argument(
         "--imported",

@@ -46,6 +46,11 @@ def test_recall_by_speed_and_size_counts_the_objects_the_teacher_misses():
     assert (m["recall@0.5/size:small"], m["recall@0.5/size:medium"]) == (1.0, 0.5)
     assert (m["recall@0.5/size:large"], m["gt_share/size:large"]) == (0.0, 0.0)  # no large object
     assert m["gt_share/size:medium"] == 2 / 3
+    lone = boxes((T2, 90, 60, 10, 10, 0, 1.0))  # a track at one label frame: no speed
+    lone["track_id"] = 4
+    m = quality(pseudo, np.sort(np.concatenate([gt, lone]), order="t", kind="stable"), [T1, T2, T3])
+    assert sum(m[f"gt_share/speed:{b}"] for b in ("still", "slow", "fast")) == pytest.approx(9 / 10)
+    assert m["gt_share/size:medium"] == pytest.approx(7 / 10)  # it has a size
 
 
 CAR = (T1, 10, 10, 10, 10, 0, 1.0)

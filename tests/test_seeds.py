@@ -163,10 +163,10 @@ def test_gain_positive_in_every_seed(tmp_path: Path) -> None:
 
 
 def test_seed_runs_and_their_queue_commands() -> None:
-    run = seed_runs([3], "ratio02", ["subsample.ratio=0.02", "~rounds.r2", "+rounds.r1.steps=60"])[0]
+    run = seed_runs([3], "ratio01", ["subsample.ratio=0.01", "~rounds.r2", "+rounds.r1.steps=60"])[0]
     assert queue_command(run) == [
-        "dvc", "exp", "run", "--queue", "-n", "ratio02-3",
-        "-S", "seed=3", "-S", "synthetic.seed=3", "-S", "subsample.ratio=0.02", "-S", "~rounds.r2",
+        "dvc", "exp", "run", "--queue", "-n", "ratio01-3",
+        "-S", "seed=3", "-S", "synthetic.seed=3", "-S", "subsample.ratio=0.01", "-S", "~rounds.r2",
         "-S", "+rounds.r1.steps=60",
     ]  # fmt: skip
     assert threads_per_job(16, 2) == 8 and threads_per_job(2, 3) == 1

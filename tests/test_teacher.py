@@ -46,14 +46,14 @@ def test_start_weights_replace_random_weights_only(tmp_path: Path) -> None:
     imported, prev = tmp_path / "imported", tmp_path / "r1"
     r0 = tmp_path / "r0"
     assert start_weights(prev, r0, "previous", "pre", imported) == prev  # a warm-started round
-    assert start_weights(prev, r0, "baseline", "pre", imported) == r0  # every round from r0
+    assert start_weights(prev, r0, "r0", "pre", imported) == r0  # every round from r0
     assert start_weights(prev, r0, "scratch", "pre", imported) == imported / "pre"
     assert start_weights(None, None, "previous", "pre", imported) == imported / "pre"  # r0, full
-    assert start_weights(None, None, "baseline", None, imported) is None
+    assert start_weights(None, None, "r0", None, imported) is None
     with pytest.raises(ConfigError, match="'train.init_from' = '../pre'"):
         start_weights(None, None, "previous", "../pre", imported)
-    with pytest.raises(ConfigError, match="'selftrain.init' = 'baseline'"):
-        start_weights(prev, None, "baseline", None, imported)
+    with pytest.raises(ConfigError, match="'selftrain.init' = 'r0'"):
+        start_weights(prev, None, "r0", None, imported)
 
 
 @pytest.mark.slow

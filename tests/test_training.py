@@ -319,7 +319,7 @@ def test_killed_round_rerun_on_other_pseudo_labels_equals_a_clean_run(tiny_data,
 def test_a_control_with_r0s_recipe_publishes_r0(tiny_data, tmp_path, run_stage):
     """A from-scratch round's control of train.steps steps repeats r0's recipe: r0 is published
     (no training); a control that starts from the previous round (another recipe) trains, and
-    under init: baseline every round's control starts from r0."""
+    under init: r0 every round's control starts from r0."""
     import json
 
     import yaml
@@ -358,10 +358,10 @@ def test_a_control_with_r0s_recipe_publishes_r0(tiny_data, tmp_path, run_stage):
     warm, warm_metrics = train_run("control_warm", "previous", *control)
     assert "same_as" not in warm_metrics and warm_metrics["steps"] == r0_metrics["steps"]
     assert json.loads((warm / "model" / "model.json").read_text())["recipe"] != recipe
-    # under init: baseline a later round starts from r0, not from its previous round: the very
+    # under init: r0 a later round starts from r0, not from its previous round: the very
     # run of the warm control above (same start, steps and labels), so the same weights
-    later = ("--round", "r1", "--prev", warm / "model", "--baseline-model", r0 / "model")
-    base, _ = train_run("control_baseline", "baseline", *later)
+    later = ("--round", "r1", "--prev", warm / "model", "--r0-model", r0 / "model")
+    base, _ = train_run("control_from_r0", "r0", *later)
     for f in (warm / "model").iterdir():
         assert (base / "model" / f.name).read_bytes() == f.read_bytes(), f.name
 

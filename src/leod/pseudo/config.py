@@ -117,8 +117,8 @@ class SelfTrainConfig:
     #: ignore box (LEOD Gen1: car 0.7, pedestrian 0.35)
     soft_thresh: list[float]
     #: where each round starts: random weights (LEOD's scratch), the previous round's weights,
-    #: or r0's (baseline: every round fine-tunes the sparse-label model on its teacher's labels)
-    init: Literal["scratch", "previous", "baseline"] = "previous"
+    #: or r0's (every round fine-tunes the sparse-label model on its own teacher's labels)
+    init: Literal["scratch", "previous", "r0"] = "previous"
     #: steps of every round and its control (``rounds.<name>.steps`` overrides one round);
     #: None: ``train.steps``. Fewer than ``train.steps``: the rounds fine-tune a converged r0
     round_steps: int | None = field(default=600, metadata=optional(ge=1))

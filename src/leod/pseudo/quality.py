@@ -35,7 +35,9 @@ PR_THRESHOLDS: tuple[float, ...] = tuple(float(v) for v in np.linspace(0.0, 1.0,
 #: their box centre (representation px/s, to the same track's next label frame, or its previous
 #: one at the track's end) and their size sqrt(w*h) (px): upper edges, each bin from the one
 #: before. Under 2 px/s an object is still (a stopped one fires no events); under 20 px/s it
-#: moves less than a pixel per 50-ms window.
+#: moves less than a pixel per 50-ms window. A track seen at one label frame has no speed and
+#: is in no speed bin (the speed shares then add up to less than 1).
+BREAKDOWN_IOU = 0.5
 SPEED_BINS: tuple[tuple[str, float], ...] = (("still", 2.0), ("slow", 20.0), ("fast", math.inf))
 SIZE_BINS: tuple[tuple[str, float], ...] = (("small", 8.0), ("medium", 16.0), ("large", math.inf))
 
@@ -276,14 +278,14 @@ def pseudo_label_quality(
         for c, name in enumerate(names):
             out[f"precision@{iou}/{name}"] = float(precision[c])
             out[f"recall@{iou}/{name}"] = float(recall[c])
-        if iou == 0.5:  # what the teacher misses, by object speed and size
+        if iou == BREAKDOWN_IOU:  # what the teacher misses, by object speed and size
             size = np.sqrt(w.gt["w"].astype(np.float64) * w.gt["h"])
             for kind, masks in (
                 ("speed", _binned(w.gt_speed, SPEED_BINS)),
                 ("size", _binned(size, SIZE_BINS)),
             ):
                 for name, mask in masks.items():
-                    out[f"recall@0.5/{kind}:{name}"] = float(_ratio(gt_matched[mask].sum(), mask.sum()))
+                    out[f"recall@{iou}/{kind}:{name}"] = float(_ratio(gt_matched[mask].sum(), mask.sum()))
                     out[f"gt_share/{kind}:{name}"] = float(_ratio(mask.sum(), len(w.gt)))
     out.update(_coco_ap(w, names))
     out["boxes_per_frame"] = len(w.dt) / w.num_frames

@@ -130,21 +130,21 @@ def imported_model(root: Path, name: str, key: str) -> Path:
 
 
 def start_weights(
-    prev: Path | None, baseline: Path | None, init: str, init_from: str | None, imported: Path
+    prev: Path | None, r0: Path | None, init: str, init_from: str | None, imported: Path
 ) -> Path | None:
     """The model folder a run starts from, None for random weights.
 
-    A round (``prev``: the previous round's model; ``baseline``: r0's) starts from ``prev``
-    under ``selftrain.init: previous`` and from ``baseline`` under ``init: baseline``; any
+    A round (``prev``: the previous round's model; ``r0``: r0's) starts from ``prev`` under
+    ``selftrain.init: previous`` and from ``r0`` under ``init: r0``; any
     other run (r0, full, a round with ``init: scratch``) from ``train.init_from`` when set,
     else from random weights.
     """
     if prev is not None and init == "previous":
         return prev
-    if prev is not None and init == "baseline":
-        if baseline is None:
-            raise ConfigError("params key 'selftrain.init' = 'baseline' needs r0's model (--baseline-model)")
-        return baseline
+    if prev is not None and init == "r0":
+        if r0 is None:
+            raise ConfigError("params key 'selftrain.init' = 'r0' needs r0's model folder (--r0-model)")
+        return r0
     return imported_model(imported, init_from, "train.init_from") if init_from else None
 
 
