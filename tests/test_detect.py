@@ -119,7 +119,10 @@ def _peak_rss_mb(*args: object) -> float:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from Linux's /proc")
 def test_detect_memory_does_not_grow_with_length(tmp_path):
-    """Peak RSS of 1 and 10 minutes of events at the same rate (20k ev/s) differ by < 10%."""
+    """Peak RSS of 10 minutes of events is within 10% of 1 minute's at the same rate (20k ev/s).
+
+    One-sided: the short run's peak alone moves by ~15% between runs on a loaded machine; holding
+    all 12M events of the long one would add ~150 MB (> 30%)."""
     params = load_params(REPO / "params.yaml")
     torch.manual_seed(0)
     model_dir = tmp_path / "nano"
@@ -135,7 +138,7 @@ def test_detect_memory_does_not_grow_with_length(tmp_path):
         del events, t, xy
         args = ("detect", tmp_path / "rec.dat", "--model", model_dir, "--out", tmp_path / "b.npy")
         peaks.append(_peak_rss_mb(*args, "--window-ms", 500, "--no-progress"))
-    assert abs(peaks[1] - peaks[0]) < 0.1 * peaks[0], peaks
+    assert peaks[1] < 1.1 * peaks[0], peaks
 
 
 @pytest.fixture(scope="module")

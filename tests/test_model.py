@@ -120,6 +120,15 @@ def test_window_and_grid_token_orders() -> None:
     assert torch.equal(reorder(back, (8, 8), (2, 2), "window", "spatial"), spatial)
 
 
+def test_a_token_order_first_used_in_inference_mode_still_trains() -> None:
+    hw, partition = (10, 14), (5, 7)  # a shape no other test reorders: the cache starts empty for it
+    with torch.inference_mode():
+        reorder(torch.zeros(1, 140, 2), hw, partition, "spatial", "grid")
+    tokens = torch.randn(1, 140, 2, requires_grad=True)
+    reorder(tokens, hw, partition, "spatial", "grid").square().sum().backward()
+    assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize(("kind", "partners"), [("window", {0, 1, 8, 9}), ("grid", {0, 4, 32, 36})])
 def test_attention_mixes_only_within_a_partition(kind: str, partners: set[int]) -> None:
     torch.manual_seed(0)

@@ -50,10 +50,12 @@ def _reorder_index(
     device: torch.device,
 ) -> Tensor:
     """Position in ``src`` order of the token at each position of ``dst`` order."""
-    src_idx = _spatial_index(height, width, partition, src, device)
-    position_in_src = torch.empty_like(src_idx)
-    position_in_src[src_idx] = torch.arange(src_idx.numel(), device=device)
-    return position_in_src[_spatial_index(height, width, partition, dst, device)]
+    # cached across calls: built under inference mode it could never enter a later backward
+    with torch.inference_mode(False):
+        src_idx = _spatial_index(height, width, partition, src, device)
+        position_in_src = torch.empty_like(src_idx)
+        position_in_src[src_idx] = torch.arange(src_idx.numel(), device=device)
+        return position_in_src[_spatial_index(height, width, partition, dst, device)]
 
 
 def check_partition(height: int, width: int, partition: tuple[int, int]) -> None:
