@@ -41,12 +41,14 @@ from leod.plumbing.seeds import (
     SeedRun,
     aggregate,
     as_json,
+    lost_experiments,
     markdown,
     progress_line,
     queue_command,
     queue_states,
     queue_workers,
     seed_runs,
+    workers_idle,
     workers_missing,
 )
 from leod.plumbing.stage import report_error
@@ -55,6 +57,10 @@ LOG_TAIL_LINES = 30
 #: polls in a row with none of our experiments running or queued before "not listed" is an error,
 #: and failed `dvc queue status` calls in a row before that is one
 IDLE_POLLS = 3
+#: seconds an experiment may stay listed Running with no queue worker before it counts as lost
+LOST_AFTER_S = 60.0
+#: seconds to wait, once ours ended, for idle workers to exit before more can be queued safely
+WORKER_EXIT_S = 60.0
 
 
 def _dvc(args: Sequence[str], repo: Path, env: dict[str, str] | None = None) -> str:
@@ -96,7 +102,7 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     _dvc(["queue", "start", "-j", str(jobs)], repo, env)
     print(f"queue started: {jobs} job(s), {threads} thread(s) each", flush=True)
-    start, idle, failures = time.monotonic(), 0, 0
+    start, idle, failures, lost_since = time.monotonic(), 0, 0, None
     while True:
         finished = {n for n in names if experiment_commits(repo, n)}
         try:
@@ -113,7 +119,14 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
         print(progress_line(states, time.monotonic() - start), flush=True)
         pending = [n for n, s in states.items() if s in ("Running", "Queued", "Unknown")]
         if not pending:
+            _let_idle_workers_exit(repo, status, min(poll_s, 2.0))
             return [n for n, s in states.items() if s == "Failed"]
+        lost = lost_experiments(states, queue_workers(status))
+        lost_since = (lost_since or time.monotonic()) if lost else None
+        if lost and time.monotonic() - lost_since >= LOST_AFTER_S:
+            _dvc(["queue", "kill", *lost], repo)  # listed Failed from now on, so rerunning retries them
+            print(f"warning: dvc's queue lost experiment(s) {', '.join(lost)} (Running, no worker for "
+                  f"{LOST_AFTER_S:.0f} s): killed, reported as failed", flush=True)  # fmt: skip
         missing = workers_missing(states, queue_workers(status), jobs)
         if missing:
             _dvc(["queue", "start", "-j", str(missing)], repo, env)
@@ -122,6 +135,20 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
         if idle >= IDLE_POLLS:
             raise LeodError(f"dvc queue status does not list experiment(s) {', '.join(pending)}")
         time.sleep(poll_s)
+
+
+def _let_idle_workers_exit(repo: Path, status: str, poll_s: float) -> None:
+    """Wait until the queue's idle workers exit (bounded by :data:`WORKER_EXIT_S`): one that is
+    shutting down can take an experiment queued next and end without running it."""
+    deadline = time.monotonic() + WORKER_EXIT_S
+    while workers_idle(status):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(poll_s)
+        try:
+            status = _dvc(["queue", "status"], repo)
+        except LeodError:  # transient, as in wait(): the same status is read as still idle
+            continue
 
 
 def print_failures(repo: Path, failed: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ from leod.plumbing.cpu import threads_per_job
 from leod.plumbing.errors import ConfigError
 from leod.plumbing.seeds import (
     aggregate,
+    lost_experiments,
     markdown,
     progress_line,
     queue_command,
@@ -25,6 +26,7 @@ from leod.plumbing.seeds import (
     queue_workers,
     seed_runs,
     stat_cell,
+    workers_idle,
     workers_missing,
 )
 from leod.report.rows import collect_rows
@@ -217,6 +219,40 @@ e4f5a6b  seed-1    09:00 PM   Queued
     assert workers_missing(states, None, jobs=2) == 0  # no worker line: unknown, start nothing
     assert workers_missing({"a": "Running", "b": "Success"}, 0, jobs=2) == 0  # nothing queued
     assert workers_missing({"a": "Queued", "b": "Queued"}, 0, jobs=2) == 0  # none ended: workers starting
+
+
+def test_a_running_experiment_without_workers_is_lost_and_idle_workers_are_waited_for() -> None:
+    running = "Task     Name    Created    Status\n0c8d5cc  seed-2  05:48 AM   Running\n"
+    done = "Task     Name    Created    Status\n00bf0f8  seed-0  05:48 AM   Success\n"
+    assert lost_experiments({"seed-2": "Running", "seed-0": "Success"}, 0) == ["seed-2"]
+    assert lost_experiments({"seed-2": "Running"}, 1) == []
+    assert lost_experiments({"seed-2": "Running"}, None) == []  # no worker line: unknown
+    assert lost_experiments({"seed-2": "Queued"}, 0) == []
+    assert workers_idle(done + "\nWorker status: 0 active, 1 idle\n")
+    assert not workers_idle(done + "\nWorker status: 0 active, 0 idle\n")
+    assert not workers_idle(running + "\nWorker status: 1 active, 0 idle\n")  # busy, not exiting
+    assert not workers_idle(done)
+
+
+def test_wait_kills_an_experiment_the_queue_lost(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Seen in a full test run: a worker shutting down took seed-2 and ended; dvc listed it
+    Running for ever. wait() kills it after LOST_AFTER_S and reports it failed."""
+    calls: list[list[str]] = []
+    killed: set[str] = set()
+
+    def fake_dvc(args: list[str], repo: Path, env: dict[str, str] | None = None) -> str:
+        calls.append(list(args))
+        if args[:2] == ["queue", "kill"]:
+            killed.update(args[2:])
+        state = "Failed" if "seed-2" in killed else "Running"
+        workers = "Worker status: 0 active, 0 idle"
+        return f"Task  Name  Created  Status\n0c8d5cc  seed-2  05:48 AM  {state}\n\n{workers}\n"
+
+    monkeypatch.setattr(selftrain_seeds, "_dvc", fake_dvc)
+    monkeypatch.setattr(selftrain_seeds, "experiment_commits", lambda repo, name: [])
+    monkeypatch.setattr(selftrain_seeds, "LOST_AFTER_S", 0.05)
+    assert selftrain_seeds.wait(tmp_path, ["seed-2"], jobs=1, poll_s=0.02) == ["seed-2"]
+    assert ["queue", "kill", "seed-2"] in calls
 
 
 def test_collect_only_end_to_end(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:

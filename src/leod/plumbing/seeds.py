@@ -174,6 +174,13 @@ def queue_workers(status: str) -> int | None:
     return int(match.group(1)) + int(match.group(2)) if match else None
 
 
+def workers_idle(status: str) -> bool:
+    """Whether ``dvc queue status`` shows workers but no experiment running or queued: idle
+    workers, about to exit on the empty queue."""
+    busy = any(cells and cells[-1] in ("Running", "Queued") for cells in map(str.split, status.splitlines()))
+    return bool(queue_workers(status)) and not busy
+
+
 def workers_missing(states: Mapping[str, str], workers: int | None, jobs: int) -> int:
     """Queue workers to start so that ``jobs`` experiments run side by side while some wait
     (seen: a worker ends after its experiment, leaving the others queued with fewer workers);
@@ -185,6 +192,13 @@ def workers_missing(states: Mapping[str, str], workers: int | None, jobs: int) -
     if not queued or workers is None or not ended:
         return 0
     return max(0, min(jobs, running + queued) - workers)
+
+
+def lost_experiments(states: Mapping[str, str], workers: int | None) -> list[str]:
+    """Experiments listed ``Running`` while the queue has no worker left: a worker that was
+    shutting down on an empty queue took them and ended without running them (seen when
+    experiments were queued right after the previous ones ended); they would never end."""
+    return [n for n, s in states.items() if s == "Running"] if workers == 0 else []
 
 
 def progress_line(states: Mapping[str, str], elapsed_s: float) -> str:
