@@ -121,7 +121,9 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
         if not pending:
             _let_idle_workers_exit(repo, status, min(poll_s, 2.0))
             return [n for n, s in states.items() if s == "Failed"]
-        lost = lost_experiments(states, queue_workers(status))
+        runs = repo / ".dvc" / "tmp" / "exps" / "run"
+        run_dirs = [d.name for d in runs.iterdir()] if runs.is_dir() else []
+        lost = [n for n in lost_experiments(status, queue_workers(status), run_dirs) if n in states]
         lost_since = (lost_since or time.monotonic()) if lost else None
         if lost and time.monotonic() - lost_since >= LOST_AFTER_S:
             _dvc(["queue", "kill", *lost], repo)  # listed Failed from now on, so rerunning retries them

@@ -224,10 +224,12 @@ e4f5a6b  seed-1    09:00 PM   Queued
 def test_a_running_experiment_without_workers_is_lost_and_idle_workers_are_waited_for() -> None:
     running = "Task     Name    Created    Status\n0c8d5cc  seed-2  05:48 AM   Running\n"
     done = "Task     Name    Created    Status\n00bf0f8  seed-0  05:48 AM   Success\n"
-    assert lost_experiments({"seed-2": "Running", "seed-0": "Success"}, 0) == ["seed-2"]
-    assert lost_experiments({"seed-2": "Running"}, 1) == []
-    assert lost_experiments({"seed-2": "Running"}, None) == []  # no worker line: unknown
-    assert lost_experiments({"seed-2": "Queued"}, 0) == []
+    both = running + "00bf0f8  seed-0  05:48 AM   Success\n"
+    assert lost_experiments(both, 0, ["00bf0f8a509a"]) == ["seed-2"]
+    assert lost_experiments(both, 0, ["00bf0f8a509a", "0c8d5cc27e1f"]) == []  # started: its own process
+    assert lost_experiments(both, 1, []) == []
+    assert lost_experiments(both, None, []) == []  # no worker line: unknown
+    assert lost_experiments(both.replace("Running", "Queued"), 0, []) == []
     assert workers_idle(done + "\nWorker status: 0 active, 1 idle\n")
     assert not workers_idle(done + "\nWorker status: 0 active, 0 idle\n")
     assert not workers_idle(running + "\nWorker status: 1 active, 0 idle\n")  # busy, not exiting

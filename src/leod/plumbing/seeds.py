@@ -194,11 +194,18 @@ def workers_missing(states: Mapping[str, str], workers: int | None, jobs: int) -
     return max(0, min(jobs, running + queued) - workers)
 
 
-def lost_experiments(states: Mapping[str, str], workers: int | None) -> list[str]:
-    """Experiments listed ``Running`` while the queue has no worker left: a worker that was
-    shutting down on an empty queue took them and ended without running them (seen when
-    experiments were queued right after the previous ones ended); they would never end."""
-    return [n for n, s in states.items() if s == "Running"] if workers == 0 else []
+def lost_experiments(status: str, workers: int | None, run_dirs: Sequence[str]) -> list[str]:
+    """Experiments that ``dvc queue status`` lists ``Running`` while the queue has no worker left
+    and that never started (no folder of their task in ``.dvc/tmp/exps/run``, ``run_dirs``): a
+    worker shutting down on an empty queue took them and ended (seen when experiments were
+    queued right after the previous ones ended); they would never end."""
+    if workers != 0:
+        return []
+    lost = []
+    for cells in map(str.split, status.splitlines()):
+        if len(cells) >= 3 and cells[-1] == "Running" and not any(d.startswith(cells[0]) for d in run_dirs):
+            lost.append(cells[1])
+    return lost
 
 
 def progress_line(states: Mapping[str, str], elapsed_s: float) -> str:
