@@ -121,15 +121,16 @@ def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str
         if not pending:
             _let_idle_workers_exit(repo, status, min(poll_s, 2.0))
             return [n for n, s in states.items() if s == "Failed"]
-        runs = repo / ".dvc" / "tmp" / "exps" / "run"
-        run_dirs = [d.name for d in runs.iterdir()] if runs.is_dir() else []
-        lost = [n for n in lost_experiments(status, queue_workers(status), run_dirs) if n in states]
+        workers = queue_workers(status)
+        runs = repo / ".dvc" / "tmp" / "exps" / "run"  # one folder per task that started
+        run_dirs = [d.name for d in runs.iterdir()] if workers == 0 and runs.is_dir() else []
+        lost = [n for n in lost_experiments(status, workers, run_dirs) if n in states]
         lost_since = (lost_since or time.monotonic()) if lost else None
         if lost and time.monotonic() - lost_since >= LOST_AFTER_S:
             _dvc(["queue", "kill", *lost], repo)  # listed Failed from now on, so rerunning retries them
             print(f"warning: dvc's queue lost experiment(s) {', '.join(lost)} (Running, no worker for "
                   f"{LOST_AFTER_S:.0f} s): killed, reported as failed", flush=True)  # fmt: skip
-        missing = workers_missing(states, queue_workers(status), jobs)
+        missing = workers_missing(states, workers, jobs)
         if missing:
             _dvc(["queue", "start", "-j", str(missing)], repo, env)
             print(f"experiments queued with fewer workers than --jobs: started {missing} more", flush=True)

@@ -174,10 +174,16 @@ def queue_workers(status: str) -> int | None:
     return int(match.group(1)) + int(match.group(2)) if match else None
 
 
+def _task_rows(status: str) -> list[list[str]]:
+    """The task lines of ``dvc queue status``, split (task id first, state last)."""
+    rows = map(str.split, status.splitlines())
+    return [cells for cells in rows if len(cells) >= 3 and cells[-1] in QUEUE_STATES]
+
+
 def workers_idle(status: str) -> bool:
     """Whether ``dvc queue status`` shows workers but no experiment running or queued: idle
     workers, about to exit on the empty queue."""
-    busy = any(cells and cells[-1] in ("Running", "Queued") for cells in map(str.split, status.splitlines()))
+    busy = any(row[-1] in ("Running", "Queued") for row in _task_rows(status))
     return bool(queue_workers(status)) and not busy
 
 
@@ -201,11 +207,11 @@ def lost_experiments(status: str, workers: int | None, run_dirs: Sequence[str]) 
     queued right after the previous ones ended); they would never end."""
     if workers != 0:
         return []
-    lost = []
-    for cells in map(str.split, status.splitlines()):
-        if len(cells) >= 3 and cells[-1] == "Running" and not any(d.startswith(cells[0]) for d in run_dirs):
-            lost.append(cells[1])
-    return lost
+    return [
+        row[1]
+        for row in _task_rows(status)
+        if row[-1] == "Running" and not any(d.startswith(row[0]) for d in run_dirs)
+    ]
 
 
 def progress_line(states: Mapping[str, str], elapsed_s: float) -> str:
