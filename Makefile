@@ -14,6 +14,12 @@ TORCH_SPEC ?= torch==2.13.0
 # (docs/recipes.md, "Installing CUDA torch").
 TORCH_INDEX ?=
 
+# The test suite runs on one pytest-xdist worker per core (at most 4), each test file on one
+# worker so that its module fixtures are built once, long files first; tests/conftest.py splits
+# the threads and orders the files.
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
 
@@ -35,10 +41,10 @@ repro: setup
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m leod compare --next-steps
 
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(XDIST)
 
 test-fast: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check src stages tests benchmarks

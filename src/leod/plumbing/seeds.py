@@ -154,15 +154,13 @@ def queue_states(status: str, names: Sequence[str], finished: set[str]) -> dict[
     """The state of each experiment: ``Success`` when its experiment exists (``finished``), else
     the first of :data:`QUEUE_STATES` among its lines of ``dvc queue status`` (an earlier failed
     try of the same name no longer counts once it is queued again), else ``Unknown``."""
-    words: dict[str, set[str]] = {n: set() for n in names}
-    for line in status.splitlines():
-        cells = line.split()
-        for name in names:
-            if name in cells:
-                words[name].update(cells)
+    listed: dict[str, set[str]] = {n: set() for n in names}
+    for row in _task_rows(status):
+        if row[1] in listed:
+            listed[row[1]].add(row[-1])
     states = {}
     for name in names:
-        found = [s for s in QUEUE_STATES if s in words[name]]
+        found = [s for s in QUEUE_STATES if s in listed[name]]
         states[name] = "Success" if name in finished else (found[0] if found else "Unknown")
     return states
 
