@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from leod.plumbing.cpu import thread_env
 from timing import loadavg  # benchmarks/, the script's own folder
 
 #: resolution name -> (height, width, partition_split) of the (unpadded) input frame
@@ -164,7 +165,7 @@ def _run_child(
         "--amp",
         args.amp,
     ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env = {**os.environ, **thread_env(args.threads)}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"benchmark {preset}/{resolution}/{mode} failed:\n{done.stderr[-3000:]}")

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import yaml
 
+from leod.plumbing.cpu import thread_env
 from timing import loadavg  # benchmarks/, the script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,8 +84,7 @@ def run_once(args: argparse.Namespace, config: str, work: Path) -> Run:
     ]  # fmt: skip
     env = {
         **os.environ,
-        "OMP_NUM_THREADS": str(threads),
-        "MKL_NUM_THREADS": str(threads),
+        **thread_env(threads),
         "LEOD_TRACKING": "0",
         "PYTHONPATH": str(ROOT / "src"),
     }

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from leod.plumbing.atomic import check_writable, write_json, write_text
 from leod.plumbing.compare import experiment_commits, resolve, source_rows
-from leod.plumbing.cpu import threads_per_job, usable_cores
+from leod.plumbing.cpu import thread_env, threads_per_job, usable_cores
 from leod.plumbing.errors import ConfigError, LeodError, one_line
 from leod.plumbing.seeds import (
     SeedRun,
@@ -98,8 +98,8 @@ def queue(repo: Path, runs: Sequence[SeedRun], force: bool) -> list[SeedRun]:
 
 def wait(repo: Path, names: Sequence[str], jobs: int, poll_s: float) -> list[str]:
     """Start the queue and poll it until every experiment of ``names`` ended; returns the failed."""
-    threads = str(threads_per_job(usable_cores(), jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    threads = threads_per_job(usable_cores(), jobs)
+    env = {**os.environ, **thread_env(threads)}
     _dvc(["queue", "start", "-j", str(jobs)], repo, env)
     print(f"queue started: {jobs} job(s), {threads} thread(s) each", flush=True)
     start, idle, failures, lost_since = time.monotonic(), 0, 0, None

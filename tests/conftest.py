@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leod.plumbing.cpu import threads_per_job, usable_cores
+from leod.plumbing.cpu import job_thread_env
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_EVENTS = REPO.parent / "shared" / "real-events"
@@ -22,8 +22,7 @@ def _share_cores_between_workers() -> None:
     (2-thread trainings side by side on 2 cores run many times slower). Set before torch loads."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        threads = str(threads_per_job(usable_cores(), workers))
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = threads
+        os.environ.update(job_thread_env(workers))
 
 
 _share_cores_between_workers()

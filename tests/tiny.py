@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from leod.plumbing.cpu import threads_per_job, usable_cores
+from leod.plumbing.cpu import job_thread_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,13 +86,12 @@ def start_queue(cwd: Path, env: dict[str, str], jobs: int, side_by_side: int | N
     ``side_by_side`` trainings sharing the cores (default ``jobs``; two 2-thread trainings on 2
     cores wait on each other's threads many times over). The workers inherit dvc's stdout and
     stderr: through pipes (:func:`sh`) the call would last until they all ended."""
-    threads = str(threads_per_job(usable_cores(), side_by_side or jobs))
     log = cwd.parent / f"{cwd.name}-queue-start.log"
     with log.open("w") as out:
         proc = subprocess.run(
             [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
             cwd=cwd,
-            env={**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+            env={**env, **job_thread_env(side_by_side or jobs)},
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=300,

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from leod.plumbing.cpu import threads_per_job, usable_cores
+from leod.plumbing.cpu import job_thread_env
 from leod.plumbing.errors import LeodError
 
 
@@ -60,12 +60,9 @@ def torchrun_command(spec: LaunchSpec, argv: Sequence[str]) -> list[str]:
 def rank_env(spec: LaunchSpec, environ: Mapping[str, str]) -> dict[str, str]:
     """The ranks' environment: this machine's cores split over its ranks as OMP/MKL threads,
     unless ``OMP_NUM_THREADS`` is set (torchrun alone would give every rank one thread)."""
-    env = dict(environ)
-    if "OMP_NUM_THREADS" not in env:
-        threads = str(threads_per_job(usable_cores(), spec.nproc_per_node))
-        env["OMP_NUM_THREADS"] = threads
-        env.setdefault("MKL_NUM_THREADS", threads)
-    return env
+    if "OMP_NUM_THREADS" in environ:
+        return dict(environ)
+    return {**job_thread_env(spec.nproc_per_node), **environ}  # an MKL count set alone stays
 
 
 def relaunch(spec: LaunchSpec, argv: Sequence[str] | None = None, what: str = "processes") -> bool:
