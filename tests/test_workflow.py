@@ -7,7 +7,8 @@ local-folder DVC remote as default) serves every test here:
   ``dvc queue start -j 2`` log into the one MLflow store at the project root, tagged with
   their experiment names, with artefacts under the root's ``mlruns``; they recompute only
   the stages their params touch;
-* the run-cache restores a stage whose command, deps and params were seen before;
+* the run-cache restores a stage whose command, deps and params were seen before, a
+  training and an evaluation included;
 * ``dvc push`` / ``dvc pull`` round trips through a local folder and through S3 (moto's
   server on 127.0.0.1), and a fresh clone + ``dvc pull`` has nothing left to reproduce;
 * ``dvc exp push`` / ``dvc exp pull`` share an experiment through a bare git remote.
@@ -50,8 +51,8 @@ def _runs(root: Path) -> list:
 
 
 def _cached_outputs(root: Path) -> list[str]:
-    """The outputs dvc.lock records that git does not track (metrics and reports are in git,
-    a folder such as reports/clips by its files)."""
+    """The outputs dvc.lock records that git does not track (metrics and the report are in
+    git, a folder such as reports/clips by its files)."""
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     tracked = set(git(root, "ls-files").splitlines())
     outs = {out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
@@ -139,6 +140,22 @@ def test_run_cache_restores_stages_seen_in_an_experiment(project: Path, experime
     # back to the committed baseline for the tests that follow
     git(project, "checkout", "--", ".")
     sh([*DVC, "checkout", "--force"], project, env)
+    assert "up to date" in sh([*DVC, "status"], project, env).stdout
+
+
+def test_run_cache_restores_a_training_and_its_evaluation(project: Path) -> None:
+    """Trainings and evaluations land in the run-cache as the data stages do (DVC keeps no
+    entry for a stage with an uncached output): with r0's outputs gone, ``dvc repro``
+    restores them instead of training and evaluating again."""
+    env = dvc_env()
+    before = len(_runs(project))
+    for out in ("models/r0", "train.csv", "test_predictions.npz", "confusion.csv"):
+        path = project / (out if "/" in out else f"reports/r0/{out}")
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out = sh([*DVC, "repro", "evaluate@r0"], project, env).stdout
+    for stage in ("train_r0", "evaluate@r0"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
+    assert len(_runs(project)) == before  # nothing trained or evaluated
     assert "up to date" in sh([*DVC, "status"], project, env).stdout
 
 
