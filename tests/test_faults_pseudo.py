@@ -306,11 +306,22 @@ def test_stages_refuse_a_model_folder_that_is_not_the_model(
 # --- pseudolabel killed mid-run --------------------------------------------------------------
 
 
-def _pseudolabel(ws: Workspace, data: Path, split: Path, model: Path, out: Path) -> subprocess.Popen:
+def _pseudolabel(
+    ws: Workspace, data: Path, split: Path, model: Path, out: Path, progress: bool = False
+) -> subprocess.Popen:
     cmd = [sys.executable, str(REPO / "stages" / "pseudolabel.py"), "--params", str(ws.params)]
     cmd += ["--round", "r1", "--data", str(data), "--split", str(split), "--model", str(model)]
-    cmd += ["--out", str(out), "--no-progress"]
+    cmd += ["--out", str(out), *([] if progress else ["--no-progress"])]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_bar(proc: subprocess.Popen, timeout_s: float = 600) -> None:
+    """Read ``proc``'s stderr until its progress bar shows (``%|``): the labelling has begun."""
+    seen, deadline = b"", time.monotonic() + timeout_s
+    while b"%|" not in seen:
+        chunk = os.read(proc.stderr.fileno(), 4096)  # type: ignore[union-attr]
+        assert chunk and time.monotonic() < deadline, f"no progress bar: {seen[-2000:]!r}"
+        seen += chunk
 
 
 @pytest.mark.slow
@@ -334,16 +345,16 @@ def test_pseudolabel_killed_mid_run_reruns_to_the_same_bytes(
             conv.bias.fill_(3.0)
     info = {"model": to_dict(params.model_config), "classes": params.preset.classes}
     write_model_folder(tmp_path / "model", model.state_dict(), info)
-    run = lambda out: _pseudolabel(ws, tmp_path / "data", tmp_path / "split.json", tmp_path / "model", out)  # noqa: E731
+    run = lambda out, progress=False: _pseudolabel(  # noqa: E731
+        ws, tmp_path / "data", tmp_path / "split.json", tmp_path / "model", out, progress
+    )
 
-    start = time.monotonic()
     clean = run(tmp_path / "clean")
     assert clean.wait() == 0, clean.stderr.read()[-2000:]
-    took = time.monotonic() - start
 
     out = tmp_path / "out"
-    killed = run(out)
-    time.sleep(0.6 * took)  # past start-up, inside the labelling
+    killed = run(out, progress=True)
+    _wait_for_bar(killed)  # past start-up, inside the labelling (whatever the machine's load)
     assert killed.poll() is None, "finished before it could be killed"
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
