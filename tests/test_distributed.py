@@ -37,6 +37,7 @@ from leod.config import params_from_dict
 from leod.distributed import group
 from leod.distributed.launch import LaunchSpec, rank_env, torchrun_command
 from leod.model.losses import LossTerms
+from leod.plumbing.cpu import thread_env
 from leod.preprocess.dataset import convert_dataset
 from leod.synthetic.generate import generate_dataset
 from leod.training import distributed
@@ -192,7 +193,7 @@ def run_stage(tmp_path: Path, data: Path, env: dict[str, str]) -> tuple[Path, su
         "--curves",
         str(out / "curves"),
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", **env}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **thread_env(1), **env}
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert "launching 2 training processes" in proc.stdout

@@ -10,13 +10,14 @@ import sys
 import pytest
 import torch
 
+from leod.plumbing.cpu import thread_env
 from tiny import REPO
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
 def test_gpu_check_runs_its_cpu_parts_without_cuda(tmp_path) -> None:
-    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, **thread_env(1)}
     script = str(REPO / "benchmarks" / "gpu_check.sh")
     proc = subprocess.run(["bash", script], capture_output=True, text=True, env=env, timeout=2400)
     results = (tmp_path / "gpu_check.txt").read_text()

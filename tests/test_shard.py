@@ -21,6 +21,7 @@ from leod.data.layout import load_manifest
 from leod.data.sequence import load_split, open_sequences
 from leod.distributed.shard import assign
 from leod.model.detector import RecurrentDetector
+from leod.plumbing.cpu import thread_env
 from leod.pseudo.label import pseudo_label_sequences
 from leod.pseudo.store import label_arrays
 from leod.schema import to_dict
@@ -72,7 +73,7 @@ def stage_args(ws: Path, name: str, params: str, out: Path) -> list[str]:
 
 def stage(ws: Path, name: str, params: str, out: Path, *launcher: str) -> subprocess.CompletedProcess:
     """The stage in fresh processes, as DVC (or torchrun: ``launcher``) starts it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LEOD_TRACKING": "0"}
+    env = {**os.environ, **thread_env(1), "LEOD_TRACKING": "0"}
     env.pop("WORLD_SIZE", None)
     cmd = [
         *(launcher or (sys.executable,)),

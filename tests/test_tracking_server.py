@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from leod.plumbing.cpu import thread_env
 from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain
 
 pytestmark = pytest.mark.slow
@@ -207,7 +208,7 @@ def test_two_clones_log_queued_experiments_into_one_server(services: Services, t
     from mlflow.tracking import MlflowClient
 
     # clients know only the server: artefacts go through it, S3 credentials stay there
-    env = dvc_env(MLFLOW_TRACKING_URI=services.tracking_uri, OMP_NUM_THREADS="1")
+    env = dvc_env(MLFLOW_TRACKING_URI=services.tracking_uri, **thread_env(1))
     project = make_repo_copy(tmp_path / "project", tiny_chain)
     sh([*DVC, "repro"], project, env)
     storage = tmp_path / "dvc-storage"

@@ -149,9 +149,9 @@ def test_run_cache_restores_a_training_and_its_evaluation(project: Path) -> None
     restores them instead of training and evaluating again."""
     env = dvc_env()
     before = len(_runs(project))
-    for out in ("models/r0", "train.csv", "test_predictions.npz", "confusion.csv"):
-        path = project / (out if "/" in out else f"reports/r0/{out}")
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(project / "models" / "r0")
+    for name in ("train.csv", "test_predictions.npz", "confusion.csv"):
+        (project / "reports" / "r0" / name).unlink()
     out = sh([*DVC, "repro", "evaluate@r0"], project, env).stdout
     for stage in ("train_r0", "evaluate@r0"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
