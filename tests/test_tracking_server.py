@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from leod.plumbing.cpu import thread_env
-from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain
+from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain, wait_for_queues
 
 pytestmark = pytest.mark.slow
 
@@ -191,17 +191,10 @@ def _queue_and_wait(clones: dict[str, Path], env: dict[str, str]) -> None:
         )
     for clone in clones.values():
         start_queue(clone, env, jobs=1, side_by_side=len(clones))
-    deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    pending = dict(clones)
-    while pending:
-        for name, clone in list(pending.items()):
-            status = sh([*DVC, "queue", "status"], clone, env).stdout
-            if not any(word in status for word in ("Queued", "Running")):
-                assert any(name in line and "Success" in line for line in status.splitlines()), status
-                sh([*DVC, "queue", "stop"], clone, env)
-                del pending[name]
-        assert time.monotonic() < deadline, f"queues did not finish in {QUEUE_TIMEOUT_S} s"
-        time.sleep(3)
+    status = wait_for_queues({clone: [name] for name, clone in clones.items()}, env, QUEUE_TIMEOUT_S)
+    for name, clone in clones.items():
+        assert any(name in line and "Success" in line for line in status[clone].splitlines()), status[clone]
+        sh([*DVC, "queue", "stop"], clone, env)
 
 
 def test_two_clones_log_queued_experiments_into_one_server(services: Services, tmp_path: Path) -> None:

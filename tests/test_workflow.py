@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from leod.plumbing.compare import compare
-from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain
+from tiny import dvc_env, git, make_repo_copy, sh, start_queue, tiny_chain, wait_for_queues
 
 pytestmark = pytest.mark.slow
 
@@ -93,13 +92,7 @@ def experiments(project: Path) -> dict[str, str]:
             env,
         )
     start_queue(project, env, jobs=2)
-    deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while True:
-        status = sh([*DVC, "queue", "status"], project, env).stdout
-        if not any(word in status for word in ("Queued", "Running")):
-            break
-        assert time.monotonic() < deadline, f"queue did not finish in {QUEUE_TIMEOUT_S} s:\n{status}"
-        time.sleep(3)
+    status = wait_for_queues({project: list(EXPERIMENTS)}, env, QUEUE_TIMEOUT_S)[project]
     sh([*DVC, "queue", "stop"], project, env)
     return {name: status for name in EXPERIMENTS}
 

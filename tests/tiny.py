@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,3 +98,30 @@ def start_queue(cwd: Path, env: dict[str, str], jobs: int, side_by_side: int | N
             timeout=300,
         )
     assert proc.returncode == 0, f"dvc queue start failed:\n{log.read_text()[-3000:]}"
+
+
+def wait_for_queues(queued: dict[Path, list[str]], env: dict[str, str], timeout_s: float) -> dict[Path, str]:
+    """Wait until the experiments queued in each repository (repository -> their names) have
+    ended; returns each repository's final ``dvc queue status``. A finished experiment shows as
+    its git ref, which costs nothing to read; ``dvc queue status`` (seconds of CPU, taken from the
+    experiments) runs when all of a repository's refs are there, every 30 s to notice a failed
+    experiment, and until it lists none queued or running."""
+    from leod.plumbing.compare import experiment_commits
+
+    deadline = time.monotonic() + timeout_s
+    pending = dict(queued)
+    status: dict[Path, str] = {}
+    next_check = time.monotonic() + 30
+    while pending:
+        check = time.monotonic() >= next_check
+        for repo, names in list(pending.items()):
+            if check or all(experiment_commits(repo, name) for name in names):
+                text = sh([sys.executable, "-m", "dvc", "queue", "status"], repo, env).stdout
+                if not any(word in text for word in ("Queued", "Running")):
+                    status[repo] = text
+                    del pending[repo]
+        if check:
+            next_check = time.monotonic() + 30
+        assert time.monotonic() < deadline, f"queues still run after {timeout_s} s: {list(pending)}"
+        time.sleep(2)
+    return status
