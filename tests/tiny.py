@@ -106,7 +106,7 @@ def wait_for_queues(queued: dict[Path, list[str]], env: dict[str, str], timeout_
     its git ref, which costs nothing to read; ``dvc queue status`` (seconds of CPU, taken from the
     experiments) runs when all of a repository's refs are there, every 30 s to notice a failed
     experiment, and until it lists none queued or running."""
-    from leod.plumbing.compare import experiment_commits
+    from leod.plumbing.compare import experiment_commits  # 0.5 s to import: only the queue tests pay it
 
     deadline = time.monotonic() + timeout_s
     pending = dict(queued)
