@@ -82,7 +82,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def experiments(project: Path) -> dict[str, str]:
+def experiments(project: Path) -> str:
     """The queued sweep of docs/workflow.md: two experiments run in parallel; returns `dvc queue status`."""
     env = dvc_env()
     for name, length in EXPERIMENTS.items():
@@ -94,11 +94,11 @@ def experiments(project: Path) -> dict[str, str]:
     start_queue(project, env, jobs=2)
     status = wait_for_queues({project: list(EXPERIMENTS)}, env, QUEUE_TIMEOUT_S)[project]
     sh([*DVC, "queue", "stop"], project, env)
-    return {name: status for name in EXPERIMENTS}
+    return status
 
 
-def test_queued_experiments_log_into_the_root_store(project: Path, experiments: dict[str, str]) -> None:
-    status = next(iter(experiments.values()))
+def test_queued_experiments_log_into_the_root_store(project: Path, experiments: str) -> None:
+    status = experiments
     for name in EXPERIMENTS:
         assert any(name in line and "Success" in line for line in status.splitlines()), status
 
@@ -123,7 +123,7 @@ def test_queued_experiments_log_into_the_root_store(project: Path, experiments: 
         assert f"| {name} | r1 |" in table
 
 
-def test_run_cache_restores_stages_seen_in_an_experiment(project: Path, experiments: dict) -> None:
+def test_run_cache_restores_stages_seen_in_an_experiment(project: Path, experiments: str) -> None:
     """In the workspace, the params of experiment mtl2 find every changed stage in the run-cache."""
     env = dvc_env()
     before = len(_runs(project))
@@ -152,7 +152,7 @@ def test_run_cache_restores_a_training_and_its_evaluation(project: Path) -> None
     assert "up to date" in sh([*DVC, "status"], project, env).stdout
 
 
-def test_local_remote_push_pull_and_fresh_clone(project: Path, experiments: dict, tmp_path: Path) -> None:
+def test_local_remote_push_pull_and_fresh_clone(project: Path, experiments: str, tmp_path: Path) -> None:
     env = dvc_env()
     sh([*DVC, "push"], project, env)
     metrics = _metrics(project, env)
@@ -176,7 +176,7 @@ def test_local_remote_push_pull_and_fresh_clone(project: Path, experiments: dict
     assert json.loads(sh([*DVC, "metrics", "show", "--json"], clone, env).stdout)[""] == metrics[""]
 
 
-def test_s3_remote_round_trip(project: Path, experiments: dict, tmp_path: Path) -> None:
+def test_s3_remote_round_trip(project: Path, experiments: str, tmp_path: Path) -> None:
     boto3 = pytest.importorskip("boto3")
     moto_server = pytest.importorskip("moto.server")
     pytest.importorskip("dvc_s3")
